@@ -1,0 +1,48 @@
+"""wdchain: weight decay, placed where you mean it.
+
+Every optimizer is an ``optax.chain`` of small transforms; L2 regularisation and
+decoupled weight decay are the same term, ``λ·θ``, placed before or after the
+preconditioner.
+"""
+
+# Transforms, in the order they sit in a chain.
+from wdchain._learning_rate import maximize as maximize
+from wdchain._decay import add_l2_to_grad as add_l2_to_grad
+from wdchain._momentum import scale_by_momentum as scale_by_momentum
+from wdchain._adaptive import scale_by_adagrad as scale_by_adagrad
+from wdchain._adaptive import scale_by_rms as scale_by_rms
+from wdchain._adaptive import scale_by_adam as scale_by_adam
+from wdchain._adam_variants import scale_by_nadam as scale_by_nadam
+from wdchain._adam_variants import scale_by_radam as scale_by_radam
+from wdchain._adam_variants import scale_by_adamax as scale_by_adamax
+from wdchain._decay import decoupled_weight_decay as decoupled_weight_decay
+from wdchain._learning_rate import scale_by_learning_rate as scale_by_learning_rate
+from wdchain._decay import independent_weight_decay as independent_weight_decay
+
+# Their states.
+from wdchain._decay import WeightDecayState as WeightDecayState
+from wdchain._momentum import ScaleByMomentumState as ScaleByMomentumState
+from wdchain._adaptive import ScaleByAdagradState as ScaleByAdagradState
+from wdchain._adaptive import ScaleByRmsState as ScaleByRmsState
+from wdchain._adaptive import ScaleByAdamState as ScaleByAdamState
+from wdchain._adam_variants import ScaleByNadamState as ScaleByNadamState
+from wdchain._adam_variants import ScaleByRadamState as ScaleByRadamState
+from wdchain._adam_variants import ScaleByAdamaxState as ScaleByAdamaxState
+from wdchain._learning_rate import ScaleByLearningRateState as ScaleByLearningRateState
+
+# Optimizers: torch.optim's names, argument order and defaults.
+from wdchain._aliases import sgd as sgd
+from wdchain._aliases import adagrad as adagrad
+from wdchain._aliases import rmsprop as rmsprop
+from wdchain._aliases import adam as adam
+from wdchain._aliases import adamw as adamw
+from wdchain._aliases import nadam as nadam
+from wdchain._aliases import radam as radam
+from wdchain._aliases import adamax as adamax
+
+# Composition and inspection.
+from wdchain._recipe import chain as chain
+
+__version__ = "0.1.0"
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,230 @@
+"""NAdam, RAdam and Adamax scalings with torch's arithmetic."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from wdchain import _recipe, _tree, _validate
+from wdchain._adaptive import _lerp
+
+
+def _scalar_dtype(params: Any) -> Any:
+    """float32, or float64 when a parameter is float64 (torch's scalar state dtype)."""
+    dtypes = [jnp.result_type(p) for p in jax.tree.leaves(params) if _tree.is_float(p)]
+    return jnp.result_type(jnp.float32, *dtypes) if dtypes else jnp.float32
+
+
+class ScaleByNadamState(NamedTuple):
+    count: jax.Array  # int32 scalar: updates so far (t − 1)
+    mu_product: jax.Array  # scalar ∏ μ_k, in float32 (float64 for float64 params)
+    mu: Any  # first moment m, one per leaf
+    nu: Any  # second moment v, one per leaf
+
+
+def scale_by_nadam(
+    betas: tuple[Any, Any] = (0.9, 0.999), eps: Any = 1e-8, momentum_decay: Any = 4e-3
+) -> optax.GradientTransformation:
+    r"""NAdam's scaling with torch's momentum schedule.
+
+    .. math::
+
+        \mu_t = \beta_1\bigl(1 - \tfrac12\, 0.96^{t\psi}\bigr), \quad
+        \Pi_t = \textstyle\prod_{k\le t}\mu_k, \quad
+        d_t = \sqrt{v_t / (1-\beta_2^t)} + \epsilon
+
+    .. math::
+
+        u_t = \frac{1-\mu_t}{1-\Pi_t}\,\frac{g_t}{d_t}
+              + \frac{\mu_{t+1}}{1-\Pi_t\mu_{t+1}}\,\frac{m_t}{d_t}
+
+    with m, v Adam's moments and ψ = ``momentum_decay``. ``optax.nadam`` is the
+    constant-momentum limit ψ → ∞; pass a large ψ (1e9) to get it.
+
+    Args:
+      betas: (β₁, β₂), each in [0, 1) (torch default (0.9, 0.999)).
+      eps: ε ≥ 0 (torch default 1e-8).
+      momentum_decay: ψ ≥ 0 (torch default 4e-3).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    where = "scale_by_nadam"
+    beta1, beta2 = _validate.check_betas(where, betas)
+    _validate.check_range(where, "eps", eps)
+    _validate.check_range(where, "momentum_decay", momentum_decay)
+
+    def init_fn(params: Any) -> ScaleByNadamState:
+        _tree.require_real(where, params)
+        return ScaleByNadamState(
+            count=jnp.zeros([], jnp.int32),
+            mu_product=jnp.ones([], _scalar_dtype(params)),
+            mu=_tree.zeros_like_params(params),
+            nu=_tree.zeros_like_params(params),
+        )
+
+    def update_fn(updates: Any, state: ScaleByNadamState, params: Any = None):
+        del params
+        _tree.check_same_shapes(where, "state.mu", state.mu, "updates", updates)
+        count = optax.safe_increment(state.count)
+        dtype = state.mu_product.dtype
+        t = count.astype(dtype)
+        mu_t = beta1 * (1 - 0.5 * _tree.power(0.96, t * momentum_decay, dtype))
+        mu_next = beta1 * (1 - 0.5 * _tree.power(0.96, (t + 1) * momentum_decay, dtype))
+        mu_product = state.mu_product * mu_t
+        grad_weight = (1 - mu_t) / (1 - mu_product)
+        momentum_weight = mu_next / (1 - mu_product * mu_next)
+
+        def step(g: jax.Array, m: jax.Array, v: jax.Array) -> tuple:
+            leaf_dtype = _tree.compute_dtype(g.dtype)
+            g_c = g.astype(leaf_dtype)
+            m_new = _lerp(m.astype(leaf_dtype), g_c, 1 - beta1)
+            v_new = beta2 * v.astype(leaf_dtype) + (1 - beta2) * (g_c * g_c)
+            bc2 = _tree.bias_correction(beta2, count, leaf_dtype)
+            denom = jnp.sqrt(v_new / bc2) + eps
+            u = grad_weight.astype(leaf_dtype) * (g_c / denom) + momentum_weight.astype(
+                leaf_dtype
+            ) * (m_new / denom)
+            return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
+
+        updates, mu, nu = _tree.map_float(step, updates, state.mu, state.nu)
+        return updates, ScaleByNadamState(count, mu_product, mu, nu)
+
+    tx = optax.GradientTransformation(init_fn, update_fn)
+    hyperparams = (("β", (beta1, beta2)), ("ε", eps), ("ψ", momentum_decay))
+    return _recipe.label(tx, _recipe.Step("nadam", _recipe.PRECONDITIONER, hyperparams))
+
+
+class ScaleByRadamState(NamedTuple):
+    count: jax.Array  # int32 scalar: updates so far (t − 1)
+    mu: Any  # first moment m, one per leaf
+    nu: Any  # second moment v, one per leaf
+
+
+def scale_by_radam(
+    betas: tuple[Any, Any] = (0.9, 0.999), eps: Any = 1e-8
+) -> optax.GradientTransformation:
+    r"""RAdam's rectified scaling, as torch computes it.
+
+    .. math::
+
+        \rho_\infty = \frac{2}{1-\beta_2} - 1, \quad
+        \rho_t = \rho_\infty - \frac{2t\beta_2^t}{1-\beta_2^t}, \quad
+        r_t = \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}
+                         {(\rho_\infty-4)(\rho_\infty-2)\rho_t}}
+
+    .. math::
+
+        u_t = \hat m_t \cdot \begin{cases}
+            r_t \sqrt{1-\beta_2^t} / (\sqrt{v_t} + \epsilon) & \rho_t > 5 \\
+            1 & \text{otherwise} \end{cases}
+
+    with :math:`\hat m_t = m_t/(1-\beta_1^t)`. As in torch, ε is added to the
+    *uncorrected* :math:`\sqrt{v_t}` and the test is strict (ρ_t > 5); optax adds ε
+    to the corrected root and tests ρ_t ≥ 5. The unselected branch is never a
+    square root of a negative number.
+
+    Args:
+      betas: (β₁, β₂), each in [0, 1) (torch default (0.9, 0.999)).
+      eps: ε ≥ 0 (torch default 1e-8).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    where = "scale_by_radam"
+    beta1, beta2 = _validate.check_betas(where, betas)
+    _validate.check_range(where, "eps", eps)
+
+    def init_fn(params: Any) -> ScaleByRadamState:
+        _tree.require_real(where, params)
+        zeros = _tree.zeros_like_params(params)
+        return ScaleByRadamState(jnp.zeros([], jnp.int32), zeros, zeros)
+
+    def update_fn(updates: Any, state: ScaleByRadamState, params: Any = None):
+        del params
+        _tree.check_same_shapes(where, "state.mu", state.mu, "updates", updates)
+        count = optax.safe_increment(state.count)
+
+        def step(g: jax.Array, m: jax.Array, v: jax.Array) -> tuple:
+            dtype = _tree.compute_dtype(g.dtype)
+            g_c = g.astype(dtype)
+            m_new = _lerp(m.astype(dtype), g_c, 1 - beta1)
+            v_new = beta2 * v.astype(dtype) + (1 - beta2) * (g_c * g_c)
+            bc1 = _tree.bias_correction(beta1, count, dtype)
+            bc2 = _tree.bias_correction(beta2, count, dtype)
+            rho_inf = 2 / (1 - jnp.asarray(beta2, dtype)) - 1
+            rho_t = rho_inf - 2 * count.astype(dtype) * _tree.power(beta2, count, dtype) / bc2
+            rectify = rho_t > 5
+            ratio = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+            rectifier = jnp.sqrt(jnp.where(rectify, ratio, 1.0))
+            m_hat = m_new / bc1
+            adaptive = jnp.sqrt(bc2) / (jnp.sqrt(v_new) + eps)
+            u = jnp.where(rectify, m_hat * adaptive * rectifier, m_hat)
+            return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
+
+        updates, mu, nu = _tree.map_float(step, updates, state.mu, state.nu)
+        return updates, ScaleByRadamState(count, mu, nu)
+
+    tx = optax.GradientTransformation(init_fn, update_fn)
+    hyperparams = (("β", (beta1, beta2)), ("ε", eps))
+    return _recipe.label(tx, _recipe.Step("radam", _recipe.PRECONDITIONER, hyperparams))
+
+
+class ScaleByAdamaxState(NamedTuple):
+    count: jax.Array  # int32 scalar: updates so far (t − 1)
+    mu: Any  # first moment m, one per leaf
+    nu: Any  # infinity norm u, one per leaf
+
+
+def scale_by_adamax(
+    betas: tuple[Any, Any] = (0.9, 0.999), eps: Any = 1e-8
+) -> optax.GradientTransformation:
+    r"""Adamax's scaling (Adam with the infinity norm), as torch computes it.
+
+    .. math::
+
+        m_t \leftarrow \beta_1 m_{t-1} + (1-\beta_1) g_t, \qquad
+        n_t \leftarrow \max(\beta_2 n_{t-1},\ |g_t| + \epsilon), \qquad
+        u_t = \frac{m_t}{(1-\beta_1^t)\, n_t}
+
+    with ε *inside* the max, as in torch and ``optax.scale_by_adamax``.
+
+    Args:
+      betas: (β₁, β₂), each in [0, 1) (torch default (0.9, 0.999)).
+      eps: ε ≥ 0 (torch default 1e-8).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    where = "scale_by_adamax"
+    beta1, beta2 = _validate.check_betas(where, betas)
+    _validate.check_range(where, "eps", eps)
+
+    def init_fn(params: Any) -> ScaleByAdamaxState:
+        _tree.require_real(where, params)
+        zeros = _tree.zeros_like_params(params)
+        return ScaleByAdamaxState(jnp.zeros([], jnp.int32), zeros, zeros)
+
+    def update_fn(updates: Any, state: ScaleByAdamaxState, params: Any = None):
+        del params
+        _tree.check_same_shapes(where, "state.mu", state.mu, "updates", updates)
+        count = optax.safe_increment(state.count)
+
+        def step(g: jax.Array, m: jax.Array, n: jax.Array) -> tuple:
+            dtype = _tree.compute_dtype(g.dtype)
+            g_c = g.astype(dtype)
+            m_new = _lerp(m.astype(dtype), g_c, 1 - beta1)
+            n_new = jnp.maximum(beta2 * n.astype(dtype), jnp.abs(g_c) + eps)
+            u = (m_new / n_new) / _tree.bias_correction(beta1, count, dtype)
+            return u.astype(g.dtype), m_new.astype(m.dtype), n_new.astype(n.dtype)
+
+        updates, mu, nu = _tree.map_float(step, updates, state.mu, state.nu)
+        return updates, ScaleByAdamaxState(count, mu, nu)
+
+    tx = optax.GradientTransformation(init_fn, update_fn)
+    hyperparams = (("β", (beta1, beta2)), ("ε", eps))
+    return _recipe.label(tx, _recipe.Step("adamax", _recipe.PRECONDITIONER, hyperparams))
+

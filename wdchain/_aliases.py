@@ -1,0 +1,369 @@
+"""torch.optim's optimizers as short chains: torch's names, argument order and defaults.
+
+Each alias is one ``chain``; what differs between Adam and AdamW is *where the decay
+transform sits*: before ``scale_by_adam`` (L2, the decay enters the moments) or after
+it (decoupled).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optax
+
+from wdchain import _decay, _recipe, _validate
+from wdchain._adam_variants import scale_by_adamax, scale_by_nadam, scale_by_radam
+from wdchain._adaptive import scale_by_adagrad, scale_by_adam, scale_by_rms
+from wdchain._learning_rate import maximize as _maximize
+from wdchain._learning_rate import scale_by_learning_rate
+from wdchain._momentum import check_nesterov, scale_by_momentum
+
+chain = _recipe.chain
+
+
+def _check(where: str, lr: Any, weight_decay: Any, maximize: bool, mask: Any) -> None:
+    _validate.check_schedule_or_number(where, "lr", lr)
+    _validate.check_schedule_or_number(where, "weight_decay", weight_decay)
+    _validate.check_flag(where, "maximize", maximize)
+    _validate.check_mask(where, mask)
+
+
+def _sign(maximize: bool) -> optax.GradientTransformation:
+    return _maximize() if maximize else _recipe.nothing()
+
+
+def sgd(
+    lr: Any = 1e-3,
+    momentum: Any = 0.0,
+    dampening: Any = 0.0,
+    weight_decay: Any = 0.0,
+    nesterov: bool = False,
+    *,
+    maximize: bool = False,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+    r"""``torch.optim.SGD``: ``chain(add_l2_to_grad, scale_by_momentum, lr)``.
+
+    .. math::
+
+        g \leftarrow g + \lambda\theta, \quad
+        b_t \leftarrow \mu b_{t-1} + (1-\tau) g \;(b_1 = g), \quad
+        \theta \leftarrow \theta - \alpha_t \cdot (g + \mu b_t \text{ if Nesterov else } b_t)
+
+    The momentum step is left out when ``momentum`` is 0. With plain SGD, L2 and
+    decoupled decay coincide; with momentum the decay enters the buffer.
+
+    Args:
+      lr: α ≥ 0, a number, JAX scalar or schedule (torch default 1e-3).
+      momentum: μ ≥ 0. dampening: τ. weight_decay: λ ≥ 0 (L2).
+      nesterov: Nesterov momentum (needs μ > 0, τ = 0).
+      maximize: ascend instead (keyword only): the gradient is negated before decay.
+      mask: which leaves to decay (keyword only), as in :func:`wdchain.add_l2_to_grad`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = sgd(lr=0.1, weight_decay=0.5)
+      >>> params = jnp.array([2.0])
+      >>> tx.update(jnp.array([1.0]), tx.init(params), params)[0]  # −0.1·(1 + 0.5·2)
+      Array([-0.2], dtype=float32)
+    """
+    _check("sgd", lr, weight_decay, maximize, mask)
+    _validate.check_range("sgd", "momentum", momentum)
+    _validate.check_range("sgd", "dampening", dampening, low=-float("inf"))
+    _validate.check_flag("sgd", "nesterov", nesterov)
+    check_nesterov("sgd", momentum, dampening, nesterov)
+    has_momentum = not _validate.is_static_zero(momentum)
+    return chain(
+        _sign(maximize),
+        _decay.add_l2_to_grad(weight_decay, mask),
+        scale_by_momentum(momentum, dampening, nesterov) if has_momentum else _recipe.nothing(),
+        scale_by_learning_rate(lr),
+    )
+
+
+def _adagrad_learning_rate(lr: Any, lr_decay: Any) -> Any:
+    """torch's ``lr / (1 + (t − 1)·lr_decay)``, composed with any lr schedule."""
+    if _validate.is_static_zero(lr_decay):
+        return lr
+
+    def schedule(count: Any) -> Any:
+        base = lr(count) if callable(lr) else lr
+        return base / (1 + count * lr_decay)
+
+    schedule.wdchain_name = "lr/(1 + t·lr_decay)"  # type: ignore[attr-defined]
+    return schedule
+
+
+def adagrad(
+    lr: Any = 1e-2,
+    lr_decay: Any = 0.0,
+    weight_decay: Any = 0.0,
+    initial_accumulator_value: Any = 0.0,
+    eps: Any = 1e-10,
+    *,
+    maximize: bool = False,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+    r"""``torch.optim.Adagrad``: ``chain(add_l2_to_grad, scale_by_adagrad, lr)``.
+
+    .. math::
+
+        g \leftarrow g + \lambda\theta, \quad s \leftarrow s + g^2, \quad
+        \theta \leftarrow \theta - \frac{\alpha_t}{1 + (t-1)\,\text{lr\_decay}}
+        \cdot \frac{g}{\sqrt{s} + \epsilon}
+
+    Args:
+      lr: α ≥ 0, a number, JAX scalar or schedule (torch default 1e-2); ``lr_decay``
+        multiplies it as torch does.
+      lr_decay, weight_decay, initial_accumulator_value, eps: each ≥ 0 (torch
+        defaults 0, 0, 0, 1e-10).
+      maximize, mask: as in :func:`sgd` (keyword only).
+    """
+    where = "adagrad"
+    _check(where, lr, weight_decay, maximize, mask)
+    _validate.check_range(where, "lr_decay", lr_decay)
+    _validate.check_range(where, "initial_accumulator_value", initial_accumulator_value)
+    _validate.check_range(where, "eps", eps)
+    return chain(
+        _sign(maximize),
+        _decay.add_l2_to_grad(weight_decay, mask),
+        scale_by_adagrad(eps, initial_accumulator_value),
+        scale_by_learning_rate(_adagrad_learning_rate(lr, lr_decay)),
+    )
+
+
+def rmsprop(
+    lr: Any = 1e-2,
+    alpha: Any = 0.99,
+    eps: Any = 1e-8,
+    weight_decay: Any = 0.0,
+    momentum: Any = 0.0,
+    centered: bool = False,
+    *,
+    maximize: bool = False,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+    r"""``torch.optim.RMSprop``: ``chain(add_l2_to_grad, scale_by_rms, scale_by_momentum, lr)``.
+
+    .. math::
+
+        g \leftarrow g + \lambda\theta, \quad
+        v \leftarrow \alpha v + (1-\alpha) g^2, \quad
+        b \leftarrow \mu b + \frac{g}{\sqrt{v - [\text{centered}]\,\bar g^2} + \epsilon}, \quad
+        \theta \leftarrow \theta - \alpha_t b
+
+    The learning rate comes *after* the momentum buffer, as in torch (``optax.rmsprop``
+    applies it before, which differs under an lr schedule).
+
+    Args:
+      lr: α ≥ 0, a number, JAX scalar or schedule (torch default 1e-2).
+      alpha: in [0, 1] (torch default 0.99). eps, weight_decay, momentum: each ≥ 0.
+      centered: normalise by the variance estimate.
+      maximize, mask: as in :func:`sgd` (keyword only).
+    """
+    where = "rmsprop"
+    _check(where, lr, weight_decay, maximize, mask)
+    _validate.check_range(where, "eps", eps)
+    _validate.check_range(where, "momentum", momentum)
+    _validate.check_range(where, "alpha", alpha, high=1.0)
+    has_momentum = not _validate.is_static_zero(momentum)
+    return chain(
+        _sign(maximize),
+        _decay.add_l2_to_grad(weight_decay, mask),
+        scale_by_rms(alpha, eps, centered),
+        scale_by_momentum(momentum) if has_momentum else _recipe.nothing(),
+        scale_by_learning_rate(lr),
+    )
+
+
+def _check_adam_family(where: str, lr: Any, betas: Any, eps: Any, weight_decay: Any,
+                       maximize: bool, mask: Any) -> None:
+    _check(where, lr, weight_decay, maximize, mask)
+    _validate.check_range(where, "eps", eps)
+    _validate.check_betas(where, betas)
+
+
+def adam(
+    lr: Any = 1e-3,
+    betas: tuple[Any, Any] = (0.9, 0.999),
+    eps: Any = 1e-8,
+    weight_decay: Any = 0.0,
+    amsgrad: bool = False,
+    *,
+    maximize: bool = False,
+    decoupled_weight_decay: bool = False,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+    r"""``torch.optim.Adam``: ``chain(add_l2_to_grad, scale_by_adam, lr)``.
+
+    .. math::
+
+        g \leftarrow g + \lambda\theta, \quad
+        \theta \leftarrow \theta - \alpha_t \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}
+
+    The decay is L2: it enters both moments. With ``decoupled_weight_decay=True`` this
+    is :func:`adamw`, as in torch.
+
+    Args:
+      lr: α ≥ 0, a number, JAX scalar or schedule (torch default 1e-3).
+      betas: (β₁, β₂) in [0, 1). eps, weight_decay: ≥ 0. amsgrad: torch's AMSGrad.
+      maximize, mask: as in :func:`sgd` (keyword only).
+      decoupled_weight_decay: move the decay after the preconditioner (keyword only).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> params = jnp.array([1.0, -1.0])
+      >>> grads = jnp.array([0.3, 0.1])
+      >>> def step(tx):
+      ...     return tx.update(grads, tx.init(params), params)[0]
+      >>> bool(jnp.all(step(adam(weight_decay=0.0)) == step(adamw(weight_decay=0.0))))
+      True
+      >>> bool(jnp.all(step(adam(weight_decay=0.1)) == step(adamw(weight_decay=0.1))))
+      False
+    """
+    where = "adam"
+    _check_adam_family(where, lr, betas, eps, weight_decay, maximize, mask)
+    _validate.check_flag(where, "decoupled_weight_decay", decoupled_weight_decay)
+    if decoupled_weight_decay:
+        return adamw(lr, betas, eps, weight_decay, amsgrad, maximize=maximize, mask=mask)
+    return chain(
+        _sign(maximize),
+        _decay.add_l2_to_grad(weight_decay, mask),
+        scale_by_adam(betas, eps, amsgrad),
+        scale_by_learning_rate(lr),
+    )
+
+
+def adamw(
+    lr: Any = 1e-3,
+    betas: tuple[Any, Any] = (0.9, 0.999),
+    eps: Any = 1e-8,
+    weight_decay: Any = 1e-2,
+    amsgrad: bool = False,
+    *,
+    maximize: bool = False,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+    r"""``torch.optim.AdamW``: ``chain(scale_by_adam, decoupled_weight_decay, lr)``.
+
+    .. math::
+
+        \theta \leftarrow \theta - \alpha_t \Bigl(\frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}
+        + \lambda\theta\Bigr) = \theta(1 - \alpha_t\lambda) - \alpha_t \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}
+
+    The same transforms as :func:`adam`; only the decay has moved past the
+    preconditioner. With λ = 0 it is Adam, bit for bit. The default λ is torch's 1e-2
+    (optax: 1e-4; the seed document says 1e-3).
+
+    Args:
+      lr: α ≥ 0, a number, JAX scalar or schedule (torch default 1e-3).
+      betas: (β₁, β₂) in [0, 1). eps, weight_decay: ≥ 0. amsgrad: torch's AMSGrad.
+      maximize, mask: as in :func:`sgd` (keyword only).
+    """
+    _check_adam_family("adamw", lr, betas, eps, weight_decay, maximize, mask)
+    return chain(
+        _sign(maximize),
+        scale_by_adam(betas, eps, amsgrad),
+        _decay.decoupled_weight_decay(weight_decay, mask),
+        scale_by_learning_rate(lr),
+    )
+
+
+def _l2_or_decoupled(
+    scaler: optax.GradientTransformation, weight_decay: Any, decoupled: bool, mask: Any
+) -> tuple[optax.GradientTransformation, ...]:
+    """``(l2, scaler, decoupled)`` with the decay in one of the two slots."""
+    return (
+        _decay.add_l2_to_grad(0.0 if decoupled else weight_decay, mask),
+        scaler,
+        _decay.decoupled_weight_decay(weight_decay if decoupled else 0.0, mask),
+    )
+
+
+def nadam(
+    lr: Any = 2e-3,
+    betas: tuple[Any, Any] = (0.9, 0.999),
+    eps: Any = 1e-8,
+    weight_decay: Any = 0.0,
+    momentum_decay: Any = 4e-3,
+    decoupled_weight_decay: bool = False,
+    *,
+    maximize: bool = False,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+    r"""``torch.optim.NAdam``: ``chain(add_l2_to_grad, scale_by_nadam, decoupled_weight_decay, lr)``.
+
+    One decay slot is used: the first (L2) by default, the second with
+    ``decoupled_weight_decay=True`` (torch's NAdamW).
+
+    Args:
+      lr: α ≥ 0 (torch default 2e-3). betas, eps, weight_decay: as in :func:`adam`.
+      momentum_decay: ψ ≥ 0 (torch default 4e-3).
+      decoupled_weight_decay: decoupled instead of L2 decay.
+      maximize, mask: as in :func:`sgd` (keyword only).
+    """
+    where = "nadam"
+    _check_adam_family(where, lr, betas, eps, weight_decay, maximize, mask)
+    _validate.check_range(where, "momentum_decay", momentum_decay)
+    _validate.check_flag(where, "decoupled_weight_decay", decoupled_weight_decay)
+    return chain(
+        _sign(maximize),
+        *_l2_or_decoupled(
+            scale_by_nadam(betas, eps, momentum_decay), weight_decay, decoupled_weight_decay, mask
+        ),
+        scale_by_learning_rate(lr),
+    )
+
+
+def radam(
+    lr: Any = 1e-3,
+    betas: tuple[Any, Any] = (0.9, 0.999),
+    eps: Any = 1e-8,
+    weight_decay: Any = 0.0,
+    decoupled_weight_decay: bool = False,
+    *,
+    maximize: bool = False,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+    r"""``torch.optim.RAdam``: ``chain(add_l2_to_grad, scale_by_radam, decoupled_weight_decay, lr)``.
+
+    Args:
+      lr: α ≥ 0 (torch default 1e-3). betas, eps, weight_decay: as in :func:`adam`.
+      decoupled_weight_decay: decoupled instead of L2 decay (torch's RAdamW).
+      maximize, mask: as in :func:`sgd` (keyword only).
+    """
+    where = "radam"
+    _check_adam_family(where, lr, betas, eps, weight_decay, maximize, mask)
+    _validate.check_flag(where, "decoupled_weight_decay", decoupled_weight_decay)
+    return chain(
+        _sign(maximize),
+        *_l2_or_decoupled(scale_by_radam(betas, eps), weight_decay, decoupled_weight_decay, mask),
+        scale_by_learning_rate(lr),
+    )
+
+
+def adamax(
+    lr: Any = 2e-3,
+    betas: tuple[Any, Any] = (0.9, 0.999),
+    eps: Any = 1e-8,
+    weight_decay: Any = 0.0,
+    *,
+    maximize: bool = False,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+    r"""``torch.optim.Adamax``: ``chain(add_l2_to_grad, scale_by_adamax, lr)``.
+
+    torch's Adamax has L2 decay only; ``wdchain.build("adamax", decay=...)`` gives
+    the other placements.
+
+    Args:
+      lr: α ≥ 0 (torch default 2e-3). betas, eps, weight_decay: as in :func:`adam`.
+      maximize, mask: as in :func:`sgd` (keyword only).
+    """
+    _check_adam_family("adamax", lr, betas, eps, weight_decay, maximize, mask)
+    return chain(
+        _sign(maximize),
+        _decay.add_l2_to_grad(weight_decay, mask),
+        scale_by_adamax(betas, eps),
+        scale_by_learning_rate(lr),
+    )

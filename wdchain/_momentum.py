@@ -1,0 +1,101 @@
+"""Heavy-ball and Nesterov momentum with torch's buffer semantics."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from wdchain import _recipe, _tree, _validate
+
+
+class ScaleByMomentumState(NamedTuple):
+    count: jax.Array  # int32 scalar: updates so far (the first one fills the buffer)
+    trace: Any  # momentum buffer b, one per leaf
+
+
+def scale_by_momentum(
+    momentum: Any, dampening: Any = 0.0, nesterov: bool = False
+) -> optax.GradientTransformation:
+    r"""Momentum as torch's SGD keeps it.
+
+    .. math::
+
+        b_1 = g_1, \qquad b_t \leftarrow \mu\, b_{t-1} + (1 - \tau)\, g_t, \qquad
+        u_t = \begin{cases} g_t + \mu\, b_t & \text{Nesterov} \\
+                            b_t & \text{otherwise} \end{cases}
+
+    with μ = ``momentum`` and τ = ``dampening``. The first buffer is the gradient
+    itself, undampened (torch's ``clone`` on the first step); ``optax.trace`` starts
+    from zero and has no dampening, so the two agree only when τ = 0. With μ = 0 the
+    update is the gradient, whatever τ, as torch's ``momentum=0``.
+
+    Args:
+      momentum: μ ≥ 0 (torch accepts μ > 1 and so does this).
+      dampening: τ, any finite number (torch default 0).
+      nesterov: use Nesterov's update; needs μ > 0 and τ = 0 (checked when they are
+        concrete numbers).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_momentum(0.9, dampening=0.5)
+      >>> state = tx.init(jnp.zeros(1))
+      >>> u1, state = tx.update(jnp.array([1.0]), state)
+      >>> u2, state = tx.update(jnp.array([1.0]), state)
+      >>> u1, u2  # b1 = g1; b2 = 0.9·1 + 0.5·1
+      (Array([1.], dtype=float32), Array([1.4], dtype=float32))
+    """
+    where = "scale_by_momentum"
+    _validate.check_range(where, "momentum", momentum)
+    _validate.check_range(where, "dampening", dampening, low=-float("inf"))
+    _validate.check_flag(where, "nesterov", nesterov)
+    check_nesterov(where, momentum, dampening, nesterov)
+
+    def init_fn(params: Any) -> ScaleByMomentumState:
+        return ScaleByMomentumState(
+            count=jnp.zeros([], jnp.int32), trace=_tree.zeros_like_params(params)
+        )
+
+    def update_fn(updates: Any, state: ScaleByMomentumState, params: Any = None):
+        del params
+        _tree.check_same_shapes(where, "state.trace", state.trace, "updates", updates)
+        # b starts at zero, so b_1 = μ·0 + 1·g_1 = g_1 exactly: only the gradient's
+        # coefficient changes on the first step (and when μ = 0, as in torch).
+        undampened = (state.count == 0) | (jnp.asarray(momentum) == 0)
+        grad_coefficient = jnp.where(undampened, 1.0, 1.0 - jnp.asarray(dampening))
+
+        def step(g: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+            dtype = _tree.compute_dtype(g.dtype)
+            g_c = g.astype(dtype)
+            b_new = momentum * b.astype(dtype) + grad_coefficient.astype(dtype) * g_c
+            u = g_c + momentum * b_new if nesterov else b_new
+            return u.astype(g.dtype), b_new.astype(b.dtype)
+
+        updates, trace = _tree.map_float(step, updates, state.trace)
+        return updates, ScaleByMomentumState(optax.safe_increment(state.count), trace)
+
+    tx = optax.GradientTransformation(init_fn, update_fn)
+    hyperparams: tuple[tuple[str, Any], ...] = (("μ", momentum),)
+    if not _validate.is_static_zero(dampening):
+        hyperparams += (("τ", dampening),)
+    if nesterov:
+        hyperparams += (("nesterov", True),)
+    return _recipe.label(tx, _recipe.Step("momentum", _recipe.PRECONDITIONER, hyperparams))
+
+
+def check_nesterov(where: str, momentum: Any, dampening: Any, nesterov: bool) -> None:
+    """torch's rule: Nesterov momentum needs μ > 0 and τ = 0."""
+    if not nesterov:
+        return
+    mu = _validate.concrete_number(momentum)
+    tau = _validate.concrete_number(dampening)
+    if (mu is not None and mu <= 0) or (tau is not None and tau != 0):
+        raise ValueError(
+            f"{where}: nesterov=True needs momentum > 0 and dampening = 0, got "
+            f"momentum={momentum!r}, dampening={dampening!r}"
+        )

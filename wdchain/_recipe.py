@@ -1,0 +1,112 @@
+"""Recipes: what a wdchain transformation is made of, for ``describe`` and logs.
+
+Every wdchain factory labels the transformation it returns with a ``Step``; ``chain``
+concatenates the steps of its parts. The label lives in a weak map keyed by the
+transformation's ``init`` function, so the returned object is a plain
+``optax.GradientTransformation`` and labels vanish with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import weakref
+from typing import Any
+
+import jax
+import optax
+
+from wdchain import _validate
+
+# Roles, in the order they sit in a chain.
+SIGN = "sign"
+L2 = "l2"
+PRECONDITIONER = "preconditioner"
+DECOUPLED = "decoupled"
+LEARNING_RATE = "learning_rate"
+INDEPENDENT = "independent"
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One transform of a chain: its short name, its role and its hyperparameters.
+
+    ``decay_scale`` is set on decay steps placed after the learning rate: how the
+    decay is scaled there (``"η_t"`` for the schedule multiplier, ``"1"`` for none).
+    """
+
+    name: str
+    role: str
+    hyperparams: tuple[tuple[str, Any], ...] = ()
+    decay_scale: str | None = None
+
+    def __str__(self) -> str:
+        if not self.hyperparams:
+            return self.name
+        args = ", ".join(f"{key}={format_value(value)}" for key, value in self.hyperparams)
+        return f"{self.name}({args})"
+
+
+_RECIPES: weakref.WeakKeyDictionary[Any, tuple[Step, ...]] = weakref.WeakKeyDictionary()
+
+
+def label(tx: optax.GradientTransformation, *steps: Step) -> optax.GradientTransformation:
+    """Records ``steps`` as the recipe of ``tx`` and returns ``tx``.
+
+    A transformation labelled with no step (a decay of exactly zero, say) is shown as
+    nothing in the recipe.
+    """
+    _RECIPES[tx.init] = steps
+    return tx
+
+
+def recipe(tx: optax.GradientTransformation) -> tuple[Step, ...] | None:
+    """The steps of ``tx``, or None when wdchain did not build it."""
+    return _RECIPES.get(tx.init)
+
+
+def chain(*transforms: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+    """``optax.chain`` that keeps the recipe of its parts.
+
+    A part wdchain did not build appears in the recipe under its function's name.
+    """
+    steps: list[Step] = []
+    for tx in transforms:
+        part = recipe(tx)
+        if part is None:
+            part = (Step(getattr(tx.update, "__qualname__", "transform").split(".")[0], ""),)
+        steps.extend(part)
+    return label(optax.chain(*transforms), *steps)
+
+
+def nothing() -> optax.GradientTransformation:
+    """A fresh identity transformation with an empty recipe (an unused chain slot).
+
+    ``optax.identity()`` shares one ``init`` function between instances, so it cannot
+    carry a label of its own.
+    """
+
+    def init_fn(params: Any) -> optax.EmptyState:
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates: Any, state: optax.EmptyState, params: Any = None):
+        del params
+        return updates, state
+
+    return label(optax.GradientTransformation(init_fn, update_fn))
+
+
+def format_value(value: Any) -> str:
+    """A short, readable rendering of a hyperparameter."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, tuple):
+        return "(" + ", ".join(format_value(v) for v in value) + ")"
+    if isinstance(value, jax.core.Tracer):
+        return "traced"
+    if callable(value):
+        return getattr(value, "wdchain_name", "schedule")
+    number = _validate.concrete_number(value)
+    if number is not None:
+        return f"{number:g}"
+    return repr(value)

@@ -1,0 +1,123 @@
+"""Construction-time checks of hyperparameters.
+
+Only concrete numbers are checked (Python numbers, NumPy scalars, concrete JAX
+scalars). Traced values and schedules pass through untouched: a jitted or vmapped
+grid of hyperparameters is the caller's responsibility, and branching on a traced
+value is impossible anyway.
+
+Every error is a ``ValueError`` that names the function and the argument, shows the
+value and states the valid range, e.g.::
+
+    adam: betas[0] must be in [0, 1), got 1.5
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def concrete_number(value: Any) -> float | None:
+    """Returns ``value`` as a float if it is a concrete real scalar, else None.
+
+    Schedules (callables), tracers and non-scalar arrays give None: they cannot be
+    checked at construction.
+    """
+    if isinstance(value, bool) or callable(value) or isinstance(value, jax.core.Tracer):
+        return None
+    if isinstance(value, (int, float, np.number)):
+        return float(value)
+    if isinstance(value, (np.ndarray, jax.Array)) and value.ndim == 0:
+        if np.issubdtype(value.dtype, np.number) and not np.iscomplexobj(value):
+            return float(value)
+    return None
+
+
+def is_static_zero(value: Any) -> bool:
+    """True when ``value`` is a concrete number equal to zero (a switch-off)."""
+    number = concrete_number(value)
+    return number is not None and number == 0.0
+
+
+def _interval(low: float | None, high: float | None, high_open: bool) -> str:
+    if high is None:
+        return f"[{low:g}, inf)"
+    return f"[{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def check_range(
+    where: str,
+    name: str,
+    value: Any,
+    *,
+    low: float = 0.0,
+    high: float | None = None,
+    high_open: bool = False,
+) -> None:
+    """Checks ``low <= value (< or <=) high`` and finiteness for concrete numbers.
+
+    Schedules and traced values are skipped.
+    """
+    number = concrete_number(value)
+    if number is None:
+        return
+    valid = _interval(low, high, high_open)
+    if not math.isfinite(number):
+        raise ValueError(f"{where}: {name} must be a finite number in {valid}, got {value!r}")
+    too_high = high is not None and (number >= high if high_open else number > high)
+    if number < low or too_high:
+        raise ValueError(f"{where}: {name} must be in {valid}, got {value!r}")
+
+
+def check_betas(where: str, betas: Any) -> tuple[Any, Any]:
+    """Checks a ``(beta1, beta2)`` pair: two values, each in [0, 1)."""
+    try:
+        beta1, beta2 = betas
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{where}: betas must be a pair (beta1, beta2), each in [0, 1), got {betas!r}"
+        ) from None
+    check_range(where, "betas[0]", beta1, high=1.0, high_open=True)
+    check_range(where, "betas[1]", beta2, high=1.0, high_open=True)
+    return beta1, beta2
+
+
+def check_flag(where: str, name: str, value: Any) -> None:
+    """Checks that a switch is a Python bool (not a traced value or a number)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{where}: {name} must be True or False, got {value!r}")
+
+
+def check_schedule_or_number(where: str, name: str, value: Any) -> None:
+    """Checks a value that may be a number, a JAX scalar or a schedule (callable)."""
+    if callable(value):
+        return
+    if isinstance(value, bool) or value is None:
+        raise ValueError(
+            f"{where}: {name} must be a number, a JAX scalar or a schedule, got {value!r}"
+        )
+    if isinstance(value, (np.ndarray, jax.Array)) and value.ndim != 0:
+        raise ValueError(
+            f"{where}: {name} must be a scalar, got an array of shape {value.shape}"
+        )
+    check_range(where, name, value)
+
+
+def check_mask(where: str, mask: Any) -> None:
+    """A mask is None, a callable of the params, or a pytree of booleans."""
+    if mask is None or callable(mask):
+        return
+    for leaf in jax.tree.leaves(mask):
+        if not (isinstance(leaf, (bool, np.bool_)) or _is_bool_array(leaf)):
+            raise ValueError(
+                f"{where}: mask leaves must be booleans (True = decay this leaf), "
+                f"got {leaf!r}"
+            )
+
+
+def _is_bool_array(leaf: Any) -> bool:
+    return isinstance(leaf, (np.ndarray, jax.Array)) and leaf.dtype == np.bool_
+
