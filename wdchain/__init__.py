@@ -43,6 +43,12 @@ from wdchain._aliases import adamax as adamax
 # Composition and inspection.
 from wdchain._recipe import chain as chain
 
+# --- Placement builder, describe, conventions, masks (issue 3) ---
+
+# --- Packed path (issue 5) ---
+
+# --- Reliability: guard, precision, checkpoints (issue 6) ---
+
 __version__ = "0.1.0"
 
 __all__ = [name for name in dir() if not name.startswith("_")]
