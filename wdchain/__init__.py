@@ -44,10 +44,27 @@ from wdchain._aliases import adamax as adamax
 from wdchain._recipe import chain as chain
 
 # --- Placement builder, describe, conventions, masks (issue 3) ---
+from wdchain._builder import build as build
+from wdchain._builder import PLACEMENTS as PLACEMENTS
+from wdchain._builder import PRECONDITIONERS as PRECONDITIONERS
+from wdchain._describe import describe as describe
+from wdchain._conventions import paper_to_torch as paper_to_torch
+from wdchain._conventions import torch_to_paper as torch_to_paper
+from wdchain._conventions import normalized_weight_decay as normalized_weight_decay
+from wdchain._masks import decay_mask as decay_mask
+from wdchain._masks import mask_report as mask_report
 
 # --- Packed path (issue 5) ---
+from wdchain._packed import PackedLayout as PackedLayout
 
 # --- Reliability: guard, precision, checkpoints (issue 6) ---
+from wdchain._guard import skip_nonfinite as skip_nonfinite
+from wdchain._guard import skipped_steps as skipped_steps
+from wdchain._checkpoint import restore_state as restore_state
+from wdchain._checkpoint import state_signature as state_signature
+from wdchain._precision import inject_hyperparams as inject_hyperparams
+from wdchain._precision import check_decay_precision as check_decay_precision
+from wdchain._precision import DecayPrecisionWarning as DecayPrecisionWarning
 
 __version__ = "0.1.0"
 

@@ -77,18 +77,21 @@ def scale_by_nadam(
         mu_product = state.mu_product * mu_t
         grad_weight = (1 - mu_t) / (1 - mu_product)
         momentum_weight = mu_next / (1 - mu_product * mu_next)
+        scalars = _tree.per_dtype(lambda leaf_dtype: (
+            _tree.bias_correction(beta2, count, leaf_dtype),
+            grad_weight.astype(leaf_dtype),
+            momentum_weight.astype(leaf_dtype),
+        ))
 
         def step(g: jax.Array, m: jax.Array, v: jax.Array) -> tuple:
             leaf_dtype = _tree.compute_dtype(g.dtype)
-            g_c = g.astype(leaf_dtype)
-            m_new = _lerp(m.astype(leaf_dtype), g_c, 1 - beta1)
-            v_new = beta2 * v.astype(leaf_dtype) + (1 - beta2) * (g_c * g_c)
-            bc2 = _tree.bias_correction(beta2, count, leaf_dtype)
+            bc2, g_weight, m_weight = scalars(leaf_dtype)
+            g_c = _tree.cast(g, leaf_dtype)
+            m_new = _lerp(_tree.cast(m, leaf_dtype), g_c, 1 - beta1)
+            v_new = beta2 * _tree.cast(v, leaf_dtype) + (1 - beta2) * (g_c * g_c)
             denom = jnp.sqrt(v_new / bc2) + eps
-            u = grad_weight.astype(leaf_dtype) * (g_c / denom) + momentum_weight.astype(
-                leaf_dtype
-            ) * (m_new / denom)
-            return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
+            u = g_weight * (g_c / denom) + m_weight * (m_new / denom)
+            return _tree.cast(u, g.dtype), _tree.cast(m_new, m.dtype), _tree.cast(v_new, v.dtype)
 
         updates, mu, nu = _tree.map_float(step, updates, state.mu, state.nu)
         return updates, ScaleByNadamState(count, mu_product, mu, nu)
@@ -96,6 +99,16 @@ def scale_by_nadam(
     tx = optax.GradientTransformation(init_fn, update_fn)
     hyperparams = (("β", (beta1, beta2)), ("ε", eps), ("ψ", momentum_decay))
     return _recipe.label(tx, _recipe.Step("nadam", _recipe.PRECONDITIONER, hyperparams))
+
+
+def _rho_inf(beta2: Any, dtype: Any) -> jax.Array:
+    """ρ∞ = 2/(1 − β₂) − 1, in double precision when β₂ is a number: in float32,
+    1 − β₂ loses four digits and moves ρ_t by 0.02 (ρ_5 = 5.02 for β₂ = 0.999, so the
+    ρ_t > 5 test flips a step early)."""
+    number = _validate.concrete_number(beta2)
+    if number is None:
+        return 2 / (1 - jnp.asarray(beta2, dtype)) - 1
+    return jnp.asarray(2 / (1 - number) - 1, dtype)
 
 
 class ScaleByRadamState(NamedTuple):
@@ -148,22 +161,28 @@ def scale_by_radam(
         _tree.check_same_shapes(where, "state.mu", state.mu, "updates", updates)
         count = optax.safe_increment(state.count)
 
-        def step(g: jax.Array, m: jax.Array, v: jax.Array) -> tuple:
-            dtype = _tree.compute_dtype(g.dtype)
-            g_c = g.astype(dtype)
-            m_new = _lerp(m.astype(dtype), g_c, 1 - beta1)
-            v_new = beta2 * v.astype(dtype) + (1 - beta2) * (g_c * g_c)
+        def rectification(dtype: Any) -> tuple[jax.Array, ...]:
             bc1 = _tree.bias_correction(beta1, count, dtype)
             bc2 = _tree.bias_correction(beta2, count, dtype)
-            rho_inf = 2 / (1 - jnp.asarray(beta2, dtype)) - 1
+            rho_inf = _rho_inf(beta2, dtype)
             rho_t = rho_inf - 2 * count.astype(dtype) * _tree.power(beta2, count, dtype) / bc2
             rectify = rho_t > 5
             ratio = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
             rectifier = jnp.sqrt(jnp.where(rectify, ratio, 1.0))
+            return bc1, jnp.sqrt(bc2), rectify, rectifier
+
+        scalars = _tree.per_dtype(rectification)
+
+        def step(g: jax.Array, m: jax.Array, v: jax.Array) -> tuple:
+            dtype = _tree.compute_dtype(g.dtype)
+            bc1, sqrt_bc2, rectify, rectifier = scalars(dtype)
+            g_c = _tree.cast(g, dtype)
+            m_new = _lerp(_tree.cast(m, dtype), g_c, 1 - beta1)
+            v_new = beta2 * _tree.cast(v, dtype) + (1 - beta2) * (g_c * g_c)
             m_hat = m_new / bc1
-            adaptive = jnp.sqrt(bc2) / (jnp.sqrt(v_new) + eps)
+            adaptive = sqrt_bc2 / (jnp.sqrt(v_new) + eps)
             u = jnp.where(rectify, m_hat * adaptive * rectifier, m_hat)
-            return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
+            return _tree.cast(u, g.dtype), _tree.cast(m_new, m.dtype), _tree.cast(v_new, v.dtype)
 
         updates, mu, nu = _tree.map_float(step, updates, state.mu, state.nu)
         return updates, ScaleByRadamState(count, mu, nu)
@@ -212,14 +231,15 @@ def scale_by_adamax(
         del params
         _tree.check_same_shapes(where, "state.mu", state.mu, "updates", updates)
         count = optax.safe_increment(state.count)
+        correction = _tree.per_dtype(lambda dtype: _tree.bias_correction(beta1, count, dtype))
 
         def step(g: jax.Array, m: jax.Array, n: jax.Array) -> tuple:
             dtype = _tree.compute_dtype(g.dtype)
-            g_c = g.astype(dtype)
-            m_new = _lerp(m.astype(dtype), g_c, 1 - beta1)
-            n_new = jnp.maximum(beta2 * n.astype(dtype), jnp.abs(g_c) + eps)
-            u = (m_new / n_new) / _tree.bias_correction(beta1, count, dtype)
-            return u.astype(g.dtype), m_new.astype(m.dtype), n_new.astype(n.dtype)
+            g_c = _tree.cast(g, dtype)
+            m_new = _lerp(_tree.cast(m, dtype), g_c, 1 - beta1)
+            n_new = jnp.maximum(beta2 * _tree.cast(n, dtype), jnp.abs(g_c) + eps)
+            u = (m_new / n_new) / correction(dtype)
+            return _tree.cast(u, g.dtype), _tree.cast(m_new, m.dtype), _tree.cast(n_new, n.dtype)
 
         updates, mu, nu = _tree.map_float(step, updates, state.mu, state.nu)
         return updates, ScaleByAdamaxState(count, mu, nu)

@@ -62,9 +62,10 @@ def scale_by_adagrad(
 
         def step(g: jax.Array, s: jax.Array) -> tuple[jax.Array, jax.Array]:
             dtype = _tree.compute_dtype(g.dtype)
-            g_c = g.astype(dtype)
-            s_new = s.astype(dtype) + g_c * g_c
-            return (g_c / (jnp.sqrt(s_new) + eps)).astype(g.dtype), s_new.astype(s.dtype)
+            g_c = _tree.cast(g, dtype)
+            s_new = _tree.cast(s, dtype) + g_c * g_c
+            u = g_c / (jnp.sqrt(s_new) + eps)
+            return _tree.cast(u, g.dtype), _tree.cast(s_new, s.dtype)
 
         updates, sums = _tree.map_float(step, updates, state.sum_of_squares)
         return updates, ScaleByAdagradState(sums)
@@ -125,16 +126,16 @@ def scale_by_rms(
 
         def step(g: jax.Array, v: jax.Array, *mean: jax.Array) -> tuple:
             dtype = _tree.compute_dtype(g.dtype)
-            g_c = g.astype(dtype)
-            v_new = alpha * v.astype(dtype) + (1 - alpha) * (g_c * g_c)
+            g_c = _tree.cast(g, dtype)
+            v_new = alpha * _tree.cast(v, dtype) + (1 - alpha) * (g_c * g_c)
             if centered:
-                g_bar = _lerp(mean[0].astype(dtype), g_c, 1 - alpha)
+                g_bar = _lerp(_tree.cast(mean[0], dtype), g_c, 1 - alpha)
                 denom = jnp.sqrt(v_new - g_bar * g_bar) + eps
-                new_mean = (g_bar.astype(mean[0].dtype),)
+                new_mean = (_tree.cast(g_bar, mean[0].dtype),)
             else:
                 denom = jnp.sqrt(v_new) + eps
                 new_mean = ()
-            return ((g_c / denom).astype(g.dtype), v_new.astype(v.dtype), *new_mean)
+            return (_tree.cast(g_c / denom, g.dtype), _tree.cast(v_new, v.dtype), *new_mean)
 
         if centered:
             updates, nu, mu = _tree.map_float(step, updates, state.nu, state.mu)
@@ -216,18 +217,22 @@ def scale_by_adam(
         del params
         _tree.check_same_shapes(where, "state.mu", state.mu, "updates", updates)
         count = optax.safe_increment(state.count)
+        corrections = _tree.per_dtype(lambda dtype: (
+            _tree.bias_correction(beta1, count, dtype),
+            jnp.sqrt(_tree.bias_correction(beta2, count, dtype)),
+        ))
 
         def step(g: jax.Array, m: jax.Array, v: jax.Array, *v_max: jax.Array) -> tuple:
             dtype = _tree.compute_dtype(g.dtype)
-            g_c = g.astype(dtype)
-            m_new = _lerp(m.astype(dtype), g_c, 1 - beta1)
-            v_new = beta2 * v.astype(dtype) + (1 - beta2) * (g_c * g_c)
-            v_hat = jnp.maximum(v_max[0].astype(dtype), v_new) if amsgrad else v_new
-            bc1 = _tree.bias_correction(beta1, count, dtype)
-            bc2 = _tree.bias_correction(beta2, count, dtype)
-            u = (m_new / bc1) / (jnp.sqrt(v_hat) / jnp.sqrt(bc2) + eps)
-            new_max = (v_hat.astype(v_max[0].dtype),) if amsgrad else ()
-            return (u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype), *new_max)
+            bc1, sqrt_bc2 = corrections(dtype)
+            g_c = _tree.cast(g, dtype)
+            m_new = _lerp(_tree.cast(m, dtype), g_c, 1 - beta1)
+            v_new = beta2 * _tree.cast(v, dtype) + (1 - beta2) * (g_c * g_c)
+            v_hat = jnp.maximum(_tree.cast(v_max[0], dtype), v_new) if amsgrad else v_new
+            u = (m_new / bc1) / (jnp.sqrt(v_hat) / sqrt_bc2 + eps)
+            new_max = (_tree.cast(v_hat, v_max[0].dtype),) if amsgrad else ()
+            new = (_tree.cast(u, g.dtype), _tree.cast(m_new, m.dtype), _tree.cast(v_new, v.dtype))
+            return (*new, *new_max)
 
         if amsgrad:
             updates, mu, nu, nu_max = _tree.map_float(

@@ -60,7 +60,7 @@ def _decay_transform(
                 return u
             scale = coefficient if _tree.is_static_true(m) else jnp.where(m, coefficient, 0)
             dtype = _tree.compute_dtype(u.dtype)
-            return (u.astype(dtype) + scale * p.astype(dtype)).astype(u.dtype)
+            return _tree.cast(_tree.cast(u, dtype) + scale * _tree.cast(p, dtype), u.dtype)
 
         return jax.tree.map(decay, updates, params, masks), next_state
 

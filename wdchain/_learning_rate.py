@@ -54,7 +54,7 @@ def scale_by_learning_rate(learning_rate: Any) -> optax.GradientTransformation:
         def scale(u: jax.Array) -> jax.Array:
             if not _tree.is_float(u):
                 return jnp.zeros_like(u)
-            return (step_size * u.astype(_tree.compute_dtype(u.dtype))).astype(u.dtype)
+            return _tree.cast(step_size * _tree.cast(u, _tree.compute_dtype(u.dtype)), u.dtype)
 
         next_state = ScaleByLearningRateState(count=optax.safe_increment(state.count))
         return jax.tree.map(scale, updates), next_state

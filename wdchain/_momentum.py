@@ -68,13 +68,14 @@ def scale_by_momentum(
         # coefficient changes on the first step (and when μ = 0, as in torch).
         undampened = (state.count == 0) | (jnp.asarray(momentum) == 0)
         grad_coefficient = jnp.where(undampened, 1.0, 1.0 - jnp.asarray(dampening))
+        coefficient_in = _tree.per_dtype(lambda dtype: grad_coefficient.astype(dtype))
 
         def step(g: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
             dtype = _tree.compute_dtype(g.dtype)
-            g_c = g.astype(dtype)
-            b_new = momentum * b.astype(dtype) + grad_coefficient.astype(dtype) * g_c
+            g_c = _tree.cast(g, dtype)
+            b_new = momentum * _tree.cast(b, dtype) + coefficient_in(dtype) * g_c
             u = g_c + momentum * b_new if nesterov else b_new
-            return u.astype(g.dtype), b_new.astype(b.dtype)
+            return _tree.cast(u, g.dtype), _tree.cast(b_new, b.dtype)
 
         updates, trace = _tree.map_float(step, updates, state.trace)
         return updates, ScaleByMomentumState(optax.safe_increment(state.count), trace)

@@ -40,10 +40,10 @@ class Step:
     decay_scale: str | None = None
 
     def __str__(self) -> str:
-        if not self.hyperparams:
-            return self.name
-        args = ", ".join(f"{key}={format_value(value)}" for key, value in self.hyperparams)
-        return f"{self.name}({args})"
+        args = [f"{key}={format_value(value)}" for key, value in self.hyperparams]
+        if self.decay_scale == "η_t":  # the schedule multiplier, shown: it sets the arm
+            args.append("×η_t")
+        return f"{self.name}({', '.join(args)})" if args else self.name
 
 
 _RECIPES: weakref.WeakKeyDictionary[Any, tuple[Step, ...]] = weakref.WeakKeyDictionary()
@@ -106,6 +106,8 @@ def format_value(value: Any) -> str:
         return "traced"
     if callable(value):
         return getattr(value, "wdchain_name", "schedule")
+    if isinstance(value, str):
+        return value
     number = _validate.concrete_number(value)
     if number is not None:
         return f"{number:g}"

@@ -34,6 +34,32 @@ def compute_dtype(dtype: Any) -> Any:
     return jnp.promote_types(dtype, jnp.float32)
 
 
+def cast(x: jax.Array, dtype: Any) -> jax.Array:
+    """``x`` in ``dtype``; no operation when it already is one (short traces on
+    trees of thousands of leaves)."""
+    if x.dtype == dtype and not getattr(jax.typeof(x), "weak_type", False):
+        return x
+    return x.astype(dtype)
+
+
+def per_dtype(make: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``make(dtype)``, formed once per compute dtype and shared by every leaf.
+
+    Scalars such as bias corrections do not depend on the leaf: forming them once
+    per update instead of once per leaf keeps the trace and the compile time of a
+    tree of n leaves from growing with n times their cost.
+    """
+    cache: dict[Any, Any] = {}
+
+    def get(dtype: Any) -> Any:
+        key = jnp.dtype(dtype)
+        if key not in cache:
+            cache[key] = make(key)
+        return cache[key]
+
+    return get
+
+
 def value_at(value: Any, count: jax.Array) -> Any:
     """A hyperparameter's value at a step: ``value(count)`` for a schedule."""
     return value(count) if callable(value) else value
@@ -47,7 +73,7 @@ def zeros_like_params(params: Any, dtype: Any = None) -> Any:
 
     def zeros(p: Any) -> jax.Array:
         use_dtype = dtype if dtype is not None and is_float(p) else jnp.result_type(p)
-        return jnp.zeros(jnp.shape(p), use_dtype)
+        return jnp.zeros_like(p, use_dtype)  # *_like: the slot keeps the leaf's sharding
 
     return jax.tree.map(zeros, params)
 
@@ -57,8 +83,8 @@ def full_like_params(params: Any, value: Any, dtype: Any = None) -> Any:
 
     def full(p: Any) -> jax.Array:
         if not is_float(p):
-            return jnp.zeros(jnp.shape(p), jnp.result_type(p))
-        return jnp.full(jnp.shape(p), value, dtype or jnp.result_type(p))
+            return jnp.zeros_like(p, jnp.result_type(p))
+        return jnp.full_like(p, value, dtype or jnp.result_type(p))
 
     return jax.tree.map(full, params)
 

@@ -1,0 +1,421 @@
+"""Times one optimizer step: wdchain against optax, and torch.optim where CUDA is.
+
+One step is ``update`` + ``apply_updates``, jitted, with params and state donated,
+timed with ``block_until_ready`` as the median of many steps. The implementations
+of one optimizer run interleaved (round after round, in rotating order) in one
+process, so the ratios between them hold even on a shared, noisy machine. Next to
+each time: the bytes per parameter of a fully fused fp32 step, the achieved GB/s and
+its fraction of a copy (``x + 1`` over all the parameters) timed in the same
+process; the compile time (trace + compile + first call − a steady step); and the
+peak memory of the compiled step from XLA's memory analysis, as a multiple of
+params + grads + state (with donation, 1.0 is ideal).
+
+Trees (``--trees``): ``huge`` (one leaf of 2^28 parameters), ``gpt2`` (GPT-2 small's
+148 leaves, 124.4 M parameters), ``tiny`` (2,000 leaves of 4,096). On a CPU
+(``--size cpu``, the default there) the huge leaf is 2^24 and GPT-2's width is 192
+instead of 768 (15.2 M parameters, still 148 leaves); the tiny tree is unchanged.
+
+Usage::
+
+    python benchmarks/step.py --out results/step                 # everything
+    python benchmarks/step.py --trees tiny --optimizers adamw --rounds 3 --steps 5
+
+Writes ``step.json`` and ``step.md`` into ``--out``. Runs unchanged on CPU, GPU and
+TPU; torch.optim (foreach and fused) joins when ``torch.cuda.is_available()``
+(``--torch on`` adds it on CPU as well).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import wdchain
+
+LR, WD = 1e-3, 1e-2
+
+# --------------------------------------------------------------------------------------
+# Trees
+
+
+def gpt2_shapes(width: int = 768, vocab: int = 50257, context: int = 1024, layers: int = 12):
+    """GPT-2 small's parameter shapes: 148 leaves, 124.4 M parameters at width 768."""
+    shapes = {"wte": (vocab, width), "wpe": (context, width)}
+    block = {
+        "ln_1.g": (width,), "ln_1.b": (width,),
+        "attn.c_attn.w": (width, 3 * width), "attn.c_attn.b": (3 * width,),
+        "attn.c_proj.w": (width, width), "attn.c_proj.b": (width,),
+        "ln_2.g": (width,), "ln_2.b": (width,),
+        "mlp.c_fc.w": (width, 4 * width), "mlp.c_fc.b": (4 * width,),
+        "mlp.c_proj.w": (4 * width, width), "mlp.c_proj.b": (width,),
+    }
+    for i in range(layers):
+        shapes.update({f"h{i:02d}.{name}": shape for name, shape in block.items()})
+    shapes.update({"ln_f.g": (width,), "ln_f.b": (width,)})
+    return shapes
+
+
+def tree_shapes(name: str, size: str) -> dict[str, tuple[int, ...]]:
+    small = size == "cpu"
+    if name == "huge":
+        return {"w": (2**24 if small else 2**28,)}
+    if name == "gpt2":
+        return gpt2_shapes(width=192 if small else 768)
+    if name == "tiny":
+        return {f"leaf{i:04d}": (4096,) for i in range(2000)}
+    raise ValueError(f"--trees: unknown tree {name!r}; choose from huge, gpt2, tiny")
+
+
+def random_tree(shapes: dict[str, tuple[int, ...]], seed: int, scale: float = 1.0):
+    key = jax.random.PRNGKey(seed)
+    return {
+        name: scale * jax.random.normal(jax.random.fold_in(key, i), shape, jnp.float32)
+        for i, (name, shape) in enumerate(shapes.items())
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Optimizers: wdchain, the optax chain with the same math, torch.optim, bytes/param
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+    wdchain: Callable[[], optax.GradientTransformation]
+    optax: Callable[[], optax.GradientTransformation]
+    torch: Callable[..., Any] | None  # (params, **impl kwargs) -> torch optimizer
+    bytes_per_param: int  # a fully fused fp32 step: arrays read + written, 4 bytes each
+
+
+def _l2(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    return optax.chain(optax.add_decayed_weights(WD), tx)
+
+
+def _torch(name: str, **kwargs: Any) -> Callable[..., Any]:
+    def make(params, **impl):
+        import torch
+
+        return getattr(torch.optim, name)(params, lr=LR, weight_decay=WD, **kwargs, **impl)
+
+    return make
+
+
+OPTIMIZERS = {
+    "sgd_momentum": Optimizer(
+        lambda: wdchain.sgd(LR, momentum=0.9, weight_decay=WD),
+        lambda: _l2(optax.sgd(LR, momentum=0.9)),
+        _torch("SGD", momentum=0.9), 20),
+    "adagrad": Optimizer(
+        lambda: wdchain.adagrad(LR, weight_decay=WD),
+        lambda: _l2(optax.adagrad(LR, initial_accumulator_value=0.0, eps=1e-10)),
+        _torch("Adagrad"), 20),
+    "rmsprop": Optimizer(
+        lambda: wdchain.rmsprop(LR, weight_decay=WD),
+        lambda: _l2(optax.rmsprop(LR, decay=0.99, eps=1e-8, eps_in_sqrt=False)),
+        _torch("RMSprop"), 20),
+    "adam": Optimizer(
+        lambda: wdchain.adam(LR, weight_decay=WD),
+        lambda: _l2(optax.adam(LR)),
+        _torch("Adam"), 28),
+    "adamw": Optimizer(
+        lambda: wdchain.adamw(LR, weight_decay=WD),
+        lambda: optax.adamw(LR, weight_decay=WD),
+        _torch("AdamW"), 28),
+    "amsgrad": Optimizer(
+        lambda: wdchain.adam(LR, weight_decay=WD, amsgrad=True),
+        lambda: _l2(optax.amsgrad(LR)),
+        _torch("Adam", amsgrad=True), 36),
+    "nadam": Optimizer(
+        lambda: wdchain.nadam(LR, weight_decay=WD),
+        lambda: _l2(optax.nadam(LR)),
+        _torch("NAdam"), 28),
+    "radam": Optimizer(
+        lambda: wdchain.radam(LR, weight_decay=WD),
+        lambda: _l2(optax.radam(LR)),
+        _torch("RAdam"), 28),
+    "adamax": Optimizer(
+        lambda: wdchain.adamax(LR, weight_decay=WD),
+        lambda: _l2(optax.adamax(LR)),
+        _torch("Adamax"), 28),
+}
+
+
+# --------------------------------------------------------------------------------------
+# Implementations: each holds its arrays and runs one blocking step at a time
+
+
+def nbytes(tree: Any) -> int:
+    return sum(int(x.nbytes) for x in jax.tree.leaves(tree))
+
+
+class JaxStep:
+    """A donated, jitted ``update + apply_updates``, compiled ahead of time."""
+
+    def __init__(self, tx: optax.GradientTransformation, params: Any, grads: Any):
+        def step(params, state, grads):
+            updates, state = tx.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+
+        self.grads = grads
+        self.params = jax.tree.map(jnp.copy, params)
+        self.state = jax.block_until_ready(tx.init(self.params))
+        self.live_bytes = nbytes((self.params, self.state, self.grads))
+        start = time.perf_counter()
+        lowered = jax.jit(step, donate_argnums=(0, 1)).lower(self.params, self.state, grads)
+        self.compiled = lowered.compile()
+        self.step()
+        self.first_call_s = time.perf_counter() - start
+        stats = self.compiled.memory_analysis()
+        self.peak_bytes = None
+        if stats is not None:
+            self.peak_bytes = (stats.argument_size_in_bytes + stats.output_size_in_bytes
+                               - stats.alias_size_in_bytes + stats.temp_size_in_bytes)
+
+    def step(self) -> None:
+        self.params, self.state = self.compiled(self.params, self.state, self.grads)
+        jax.block_until_ready((self.params, self.state))
+
+
+class TorchStep:
+    """``torch.optim`` with ``foreach=True`` or ``fused=True`` on the same shapes."""
+
+    def __init__(self, make: Callable[..., Any], shapes: dict, device: str, **impl: Any):
+        import torch
+
+        self.torch, self.device = torch, device
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        self.params = []
+        for shape in shapes.values():
+            p = torch.randn(shape, generator=generator).to(device).requires_grad_(True)
+            p.grad = 1e-3 * torch.randn(shape, generator=generator).to(device)
+            self.params.append(p)
+        self.optimizer = make(self.params, **impl)
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        self.step()
+        self.first_call_s = time.perf_counter() - start
+        self.live_bytes = 2 * sum(p.nbytes for p in self.params) + sum(
+            t.nbytes for s in self.optimizer.state.values() for t in s.values()
+            if torch.is_tensor(t) and t.dim() > 0)
+        self.peak_bytes = torch.cuda.max_memory_allocated() if device == "cuda" else None
+
+    def step(self) -> None:
+        self.optimizer.step()
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+
+
+def time_interleaved(impls: dict[str, Any], rounds: int, steps: int) -> dict[str, list[list[float]]]:
+    """Per implementation, per round, the seconds of each of ``steps`` steps."""
+    names = list(impls)
+    times: dict[str, list[list[float]]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            impl, samples = impls[name], []
+            impl.step()  # warm-up after the others ran
+            for _ in range(steps):
+                start = time.perf_counter()
+                impl.step()
+                samples.append(time.perf_counter() - start)
+            times[name].append(samples)
+    return times
+
+
+def copy_seconds(n: int, rounds: int, steps: int) -> float:
+    """Median time of ``x + 1`` over n float32s (reads and writes each element once)."""
+    add_one = jax.jit(lambda x: x + 1.0, donate_argnums=0)  # in place, as a donated step
+    x = jax.block_until_ready(add_one(jnp.zeros((n,), jnp.float32)))
+    samples = []
+    for _ in range(rounds * steps):
+        start = time.perf_counter()
+        x = jax.block_until_ready(add_one(x))
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+# --------------------------------------------------------------------------------------
+
+
+def torch_device(mode: str) -> str | None:
+    if mode == "off":
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu" if mode == "on" else None
+
+
+def process_peak_bytes() -> dict[str, Any]:
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = {"max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    if "peak_bytes_in_use" in stats:
+        peak["device_peak_bytes_in_use"] = stats["peak_bytes_in_use"]
+    return peak
+
+
+def bench_tree(tree: str, args: argparse.Namespace, device: str | None) -> dict[str, Any]:
+    shapes = tree_shapes(tree, args.size)
+    params = random_tree(shapes, seed=0)
+    grads = random_tree(shapes, seed=1, scale=1e-3)
+    n = sum(int(np.prod(s)) for s in shapes.values())
+    copy_s = copy_seconds(n, args.rounds, args.steps)
+    copy_gbps = 8 * n / copy_s / 1e9
+    print(f"\n{tree}: {n / 1e6:.1f} M params, {len(shapes)} leaves; copy {copy_s * 1e3:.2f} ms "
+          f"= {copy_gbps:.1f} GB/s", flush=True)
+    result: dict[str, Any] = {"params": n, "leaves": len(shapes), "copy_ms": copy_s * 1e3,
+                              "copy_GBps": copy_gbps, "optimizers": {}}
+    packed_params = packed_grads = None
+    if args.packed:
+        layout = wdchain.PackedLayout.from_params(params)
+        packed_params, packed_grads = layout.pack(params), layout.pack(grads)
+    for name in args.optimizers:
+        spec = OPTIMIZERS[name]
+        impls: dict[str, Any] = {}
+        impls["optax"] = JaxStep(spec.optax(), params, grads)
+        impls["wdchain"] = JaxStep(spec.wdchain(), params, grads)
+        if args.packed:
+            impls["wdchain packed"] = JaxStep(spec.wdchain(), packed_params, packed_grads)
+        if device is not None and spec.torch is not None:
+            for label, kwargs in (("torch foreach", {"foreach": True}),
+                                  ("torch fused", {"fused": True})):
+                try:
+                    impls[label] = TorchStep(spec.torch, shapes, device, **kwargs)
+                except (RuntimeError, TypeError, ValueError) as error:
+                    print(f"  {name} {label}: skipped ({error})".splitlines()[0])
+        times = time_interleaved(impls, args.rounds, args.steps)
+        result["optimizers"][name] = summarize(impls, times, n, spec.bytes_per_param, copy_gbps)
+        for label, row in result["optimizers"][name].items():
+            print(f"  {name:13s} {label:15s} {row['median_ms']:9.3f} ms  x{row['time_vs_optax']:.3f}"
+                  f"  {row['GBps']:7.1f} GB/s ({100 * row['fraction_of_copy']:.0f}% of copy)"
+                  f"  compile {row['compile_s']:.2f} s  peak/min {row['peak_vs_arrays']}",
+                  flush=True)
+        del impls
+    result["process_memory"] = process_peak_bytes()
+    return result
+
+
+def summarize(impls, times, n, bytes_per_param, copy_gbps) -> dict[str, dict[str, Any]]:
+    medians = {name: statistics.median(s for r in rounds for s in r)
+               for name, rounds in times.items()}
+    rows = {}
+    for name, impl in impls.items():
+        per_round = [statistics.median(a) / statistics.median(b)
+                     for a, b in zip(times[name], times["optax"])]
+        gbps = bytes_per_param * n / medians[name] / 1e9
+        compile_s = max(impl.first_call_s - medians[name], 0.0)
+        optax_compile = max(impls["optax"].first_call_s - medians["optax"], 1e-9)
+        peak = impl.peak_bytes
+        rows[name] = {
+            "median_ms": medians[name] * 1e3,
+            "time_vs_optax": statistics.median(per_round),
+            "time_vs_optax_per_round": per_round,
+            "GBps": gbps,
+            "fraction_of_copy": gbps / copy_gbps,
+            "compile_s": compile_s,
+            "compile_vs_optax": compile_s / optax_compile,
+            "peak_bytes": peak,
+            "arrays_bytes": impl.live_bytes,
+            "peak_vs_arrays": None if peak is None else round(peak / impl.live_bytes, 3),
+        }
+    return rows
+
+
+def markdown(results: dict[str, Any]) -> str:
+    env = results["environment"]
+    lines = [
+        f"Device: {env['device']} ({env['platform']}); jax {env['jax']}, optax {env['optax']}, "
+        f"torch {env['torch']}; size {env['size']}; {env['rounds']} rounds × {env['steps']} "
+        "steps, interleaved.",
+        "",
+        "| tree | optimizer | implementation | step (ms) | × optax | GB/s | % of copy | "
+        "compile (s) | compile × optax | peak / (p+g+state) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for tree, result in results["trees"].items():
+        where = (f"{tree} ({result['params'] / 1e6:.1f} M, {result['leaves']} leaves; "
+                 f"copy {result['copy_GBps']:.0f} GB/s)")
+        for opt, rows in result["optimizers"].items():
+            for impl, row in rows.items():
+                peak = "–" if row["peak_vs_arrays"] is None else f"{row['peak_vs_arrays']:.2f}"
+                lines.append(
+                    f"| {where} | {opt} | {impl} | {row['median_ms']:.3f} | "
+                    f"{row['time_vs_optax']:.2f} | {row['GBps']:.1f} | "
+                    f"{100 * row['fraction_of_copy']:.0f}% | {row['compile_s']:.2f} | "
+                    f"{row['compile_vs_optax']:.2f} | {peak} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trees", default="huge,gpt2,tiny",
+                        help="comma-separated: huge, gpt2, tiny (default: all)")
+    parser.add_argument("--optimizers", default=",".join(OPTIMIZERS),
+                        help=f"comma-separated, from {', '.join(OPTIMIZERS)} (default: all)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per round (default 10)")
+    on_cpu = jax.default_backend() == "cpu"
+    parser.add_argument("--size", choices=("full", "cpu"), default="cpu" if on_cpu else "full",
+                        help="full-size trees, or trees scaled down for a CPU "
+                             "(default: cpu on a CPU backend)")
+    parser.add_argument("--torch", choices=("auto", "on", "off"), default="auto",
+                        help="torch.optim: auto = only with CUDA; on = on CPU too")
+    parser.add_argument("--no-packed", dest="packed", action="store_false",
+                        help="leave out wdchain on a PackedLayout")
+    parser.add_argument("--out", default=None, help="folder for step.json and step.md")
+    args = parser.parse_args(argv)
+    args.trees = [t for t in args.trees.split(",") if t]
+    args.optimizers = [o for o in args.optimizers.split(",") if o]
+    unknown = [o for o in args.optimizers if o not in OPTIMIZERS]
+    if unknown:
+        parser.error(f"--optimizers: unknown {unknown}; choose from {list(OPTIMIZERS)}")
+    device = torch_device(args.torch)
+    torch_version = None
+    if device is not None or args.torch != "off":
+        try:
+            import torch
+
+            torch_version = torch.__version__
+        except ImportError:
+            pass
+    results: dict[str, Any] = {
+        "environment": {
+            "device": str(jax.devices()[0].device_kind), "platform": jax.default_backend(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "jax": jax.__version__, "optax": optax.__version__, "torch": torch_version,
+            "torch_device": device, "size": args.size, "rounds": args.rounds,
+            "steps": args.steps, "argv": sys.argv[1:],
+        },
+        "trees": {},
+    }
+    for tree in args.trees:
+        results["trees"][tree] = bench_tree(tree, args, device)
+    table = markdown(results)
+    print("\n" + table)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "step.json"), "w") as f:
+            json.dump(results, f, indent=1)
+        with open(os.path.join(args.out, "step.md"), "w") as f:
+            f.write(table)
+        print(f"wrote {args.out}/step.json and step.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""Decay masks for real Flax models (linen and nnx), against torch param groups.
+
+Each model has Dense/Linear, LayerNorm, RMSNorm, BatchNorm, Embed and a block stacked
+three times (``nn.scan`` / ``nnx.vmap``), whose LayerNorm scale and biases are 2-D.
+Training runs in float64 next to torch's AdamW / Adam with two param groups (the
+masked-out leaves with ``weight_decay=0``), fed the same gradients.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import torch
+from flax import nnx
+from flax.core import FrozenDict, freeze
+
+import wdchain
+from torch_oracle import relative_error, torch_default_dtype, torch_param_groups
+
+TOKENS = jnp.arange(20).reshape(4, 5) % 16
+STEPS = 15
+LR = 0.01
+WD = 0.5
+
+
+# --------------------------------------------------------------------------------------
+# The models.
+
+
+class LinenBlock(nn.Module):
+    @nn.compact
+    def __call__(self, x: Any, _: Any) -> tuple:
+        return x + nn.Dense(6)(nn.LayerNorm()(x)), None
+
+
+class LinenNet(nn.Module):
+    @nn.compact
+    def __call__(self, tokens: Any) -> Any:
+        x = nn.RMSNorm()(nn.Embed(16, 6)(tokens))
+        stack = nn.scan(LinenBlock, variable_axes={"params": 0},
+                        split_rngs={"params": True}, length=3)
+        x, _ = stack()(x, None)
+        return nn.Dense(1)(nn.BatchNorm(use_running_average=True)(x))
+
+
+class NnxBlock(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.norm = nnx.LayerNorm(6, rngs=rngs)
+        self.linear = nnx.Linear(6, 6, rngs=rngs)
+
+    def __call__(self, x: Any) -> Any:
+        return x + self.linear(self.norm(x))
+
+
+class NnxNet(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.embed = nnx.Embed(16, 6, rngs=rngs)
+        self.rms = nnx.RMSNorm(6, rngs=rngs)
+
+        @nnx.split_rngs(splits=3)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def stacked(rngs: nnx.Rngs) -> NnxBlock:
+            return NnxBlock(rngs)
+
+        self.blocks = stacked(rngs)
+        self.bn = nnx.BatchNorm(6, use_running_average=True, rngs=rngs)
+        self.head = nnx.Linear(6, 1, rngs=rngs)
+
+    def __call__(self, tokens: Any) -> Any:
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        def forward(x: Any, block: NnxBlock) -> Any:
+            return block(x)
+
+        x = forward(self.rms(self.embed(tokens)), self.blocks)
+        return self.head(self.bn(x))
+
+
+def loss_of(output: Any) -> Any:
+    return jnp.mean((output - 1.0) ** 2)
+
+
+# Written out by hand: only kernels (and embeddings, by default) are decayed.
+LINEN_MASK = {
+    "BatchNorm_0": {"bias": False, "scale": False},
+    "Dense_0": {"bias": False, "kernel": True},
+    "Embed_0": {"embedding": True},
+    "RMSNorm_0": {"scale": False},
+    "ScanLinenBlock_0": {
+        "Dense_0": {"bias": False, "kernel": True},
+        "LayerNorm_0": {"bias": False, "scale": False},
+    },
+}
+NNX_MASK = {
+    "blocks": {"linear": {"bias": False, "kernel": True},
+               "norm": {"bias": False, "scale": False}},
+    "bn": {"bias": False, "scale": False},
+    "embed": {"embedding": True},
+    "head": {"bias": False, "kernel": True},
+    "rms": {"scale": False},
+}
+
+
+@functools.cache
+def linen_params() -> tuple[Any, Any]:
+    variables = LinenNet().init(jax.random.key(0), TOKENS)
+    return variables["params"], variables["batch_stats"]
+
+
+@functools.cache
+def _nnx_model() -> NnxNet:
+    return NnxNet(nnx.Rngs(0))
+
+
+def nnx_model() -> NnxNet:
+    """A fresh copy of the (once built) nnx model."""
+    return nnx.clone(_nnx_model())
+
+
+def as_dict(tree: Any) -> Any:
+    """A mask tree (dict, FrozenDict or nnx.State) as nested plain dicts."""
+    if isinstance(tree, nnx.State):
+        tree = tree.to_pure_dict()
+    return jax.tree.map(bool, dict(tree) if isinstance(tree, FrozenDict) else tree)
+
+
+# --------------------------------------------------------------------------------------
+# The masks.
+
+
+def test_linen_mask_by_path_including_the_scanned_block() -> None:
+    params, _ = linen_params()
+    mask = wdchain.decay_mask(params)
+    assert mask == LINEN_MASK
+    # The scanned LayerNorm scale and the scanned biases are 2-D, and still excluded:
+    # a rule on ndim alone would decay them.
+    scanned = params["ScanLinenBlock_0"]
+    assert scanned["LayerNorm_0"]["scale"].ndim == 2 and scanned["Dense_0"]["bias"].ndim == 2
+
+
+def test_frozendict_in_frozendict_out() -> None:
+    params, _ = linen_params()
+    mask = wdchain.decay_mask(freeze(params))
+    assert isinstance(mask, FrozenDict)
+    assert mask.unfreeze() == LINEN_MASK
+
+
+def test_nnx_state_mask_by_path_including_the_vmapped_block() -> None:
+    state = nnx.state(nnx_model(), nnx.Param)
+    mask = wdchain.decay_mask(state)
+    assert isinstance(mask, nnx.State)
+    assert as_dict(mask) == NNX_MASK
+    assert state["blocks"]["norm"]["scale"].ndim == 2
+
+
+def test_embeddings_can_be_excluded() -> None:
+    params, _ = linen_params()
+    assert wdchain.decay_mask(params, embeddings=False)["Embed_0"] == {"embedding": False}
+    state = nnx.state(nnx_model(), nnx.Param)
+    mask = wdchain.decay_mask(state, embeddings=False)
+    assert as_dict(mask)["embed"] == {"embedding": False}
+
+
+def test_report_lists_every_leaf() -> None:
+    params, _ = linen_params()
+    report = wdchain.mask_report(params)
+    lines = report.splitlines()
+    assert len(lines) == len(jax.tree.leaves(params)) + 1
+    rows = [line.split(maxsplit=2) for line in lines[:-1]]
+    assert ["off", "['ScanLinenBlock_0']['LayerNorm_0']['scale']",
+            "(3, 6)     normalisation scale"] in rows
+    assert ["decay", "['Embed_0']['embedding']", "(16, 6)    embedding"] in rows
+    decayed = 6 + 3 * 36 + 96  # Dense_0 kernel, scanned kernels, embedding
+    total = sum(x.size for x in jax.tree.leaves(params))
+    assert lines[-1] == f"decayed: {decayed:,} parameters; not decayed: " \
+                        f"{total - decayed:,} parameters"
+    # Any mask can be reported, e.g. a prefix tree.
+    custom = wdchain.mask_report(params, {**{k: False for k in params}, "Dense_0": True})
+    assert custom.splitlines()[-1] == "decayed: 7 parameters; not decayed: " \
+                                      f"{total - 7:,} parameters"
+    nnx_report = wdchain.mask_report(nnx.state(nnx_model(), nnx.Param), embeddings=False)
+    assert ["off", "['embed']['embedding']", "(16, 6)    embedding"] in \
+        [line.split(maxsplit=2) for line in nnx_report.splitlines()]
+
+
+# --------------------------------------------------------------------------------------
+# Training next to torch param groups.
+
+
+def torch_run(params: Any, grads_per_step: list, mask_leaves: list[bool], decay: str):
+    """torch Adam(W) with the masked-out leaves in a ``weight_decay=0`` group."""
+    with torch_default_dtype(np.float64):
+        tensors = [torch.tensor(np.asarray(x), requires_grad=True)
+                   for x in jax.tree.leaves(params)]
+        groups = torch_param_groups(tensors, mask_leaves)
+        if decay == "decoupled":
+            optimizer = torch.optim.AdamW(groups, lr=LR, weight_decay=WD)
+        else:
+            optimizer = torch.optim.Adam(groups, lr=LR, weight_decay=WD)
+        for grads in grads_per_step:
+            for tensor, g in zip(tensors, grads):
+                tensor.grad = torch.tensor(np.asarray(g))
+            optimizer.step()
+        finals = [t.detach().numpy().copy() for t in tensors]
+        exp_avgs = [optimizer.state[t]["exp_avg"].numpy().copy() for t in tensors]
+    return finals, exp_avgs
+
+
+def adam_mu(state: Any) -> Any:
+    found = [s for s in jax.tree.leaves(
+        state, is_leaf=lambda x: isinstance(x, wdchain.ScaleByAdamState))
+        if isinstance(s, wdchain.ScaleByAdamState)]
+    assert len(found) == 1
+    return found[0].mu
+
+
+def check_against_torch(params0: Any, finals: list, mus: list, grads_per_step: list,
+                        decay: str) -> None:
+    mask = jax.tree.leaves(wdchain.decay_mask(params0))
+    assert 0 < sum(mask) < len(mask)
+    expected, exp_avgs = torch_run(params0, grads_per_step, mask, decay)
+    assert relative_error(finals, expected) < 1e-12
+    assert relative_error(mus, exp_avgs) < 1e-12
+    # The masked-out leaves moved and their moments are live.
+    for keep, p0, p1, mu in zip(mask, jax.tree.leaves(params0), finals, mus):
+        if not keep:
+            assert np.any(p1 != np.asarray(p0)) and np.any(mu != 0)
+
+
+def test_linen_training_matches_torch_param_groups() -> None:
+    """AdamW and Adam-L2 with ``mask=wdchain.decay_mask``, both in one jitted step."""
+    decays = ("decoupled", "l2")
+    with jax.enable_x64(True):
+        params, batch_stats = jax.tree.map(lambda x: x.astype(jnp.float64), linen_params())
+        txs = [wdchain.build("adam", decay=d, lr=LR, weight_decay=WD, mask=wdchain.decay_mask)
+               for d in decays]
+
+        def loss(p: Any) -> Any:
+            return loss_of(LinenNet().apply({"params": p, "batch_stats": batch_stats}, TOKENS))
+
+        @jax.jit
+        def step(ps: list, states: list) -> tuple:
+            grads = [jax.grad(loss)(p) for p in ps]
+            moved = [tx.update(g, s, p) for tx, g, s, p in zip(txs, grads, states, ps)]
+            ps = [optax.apply_updates(p, u) for p, (u, _) in zip(ps, moved)]
+            return ps, [s for _, s in moved], grads
+
+        ps, states = [params, params], [tx.init(params) for tx in txs]
+        history: list[list] = [[], []]
+        for _ in range(STEPS):
+            ps, states, grads = step(ps, states)
+            for h, g in zip(history, grads):
+                h.append([np.asarray(x) for x in jax.tree.leaves(g)])
+        finals = [[np.asarray(x) for x in jax.tree.leaves(p)] for p in ps]
+        mus = [[np.asarray(x) for x in jax.tree.leaves(adam_mu(s))] for s in states]
+    for i, decay in enumerate(decays):
+        check_against_torch(params, finals[i], mus[i], history[i], decay)
+
+
+def test_nnx_optimizer_matches_torch_param_groups() -> None:
+    """``nnx.Optimizer(model, tx, wrt=nnx.Param)`` with the mask as a callable and as
+    the tree ``decay_mask(nnx.state(model, nnx.Param))``: both are AdamW with torch's
+    param groups."""
+    with jax.enable_x64(True):
+        models = [nnx_model(), nnx_model()]
+        for model in models:
+            params = nnx.state(model, nnx.Param)
+            nnx.update(model, jax.tree.map(lambda x: x.astype(jnp.float64), params))
+        params0 = jax.tree.map(np.asarray, nnx.state(models[0], nnx.Param))
+        masks = [wdchain.decay_mask, wdchain.decay_mask(nnx.state(models[1], nnx.Param))]
+        optimizers = [
+            nnx.Optimizer(model, wdchain.build("adam", decay="decoupled", lr=LR,
+                                               weight_decay=WD, mask=mask), wrt=nnx.Param)
+            for model, mask in zip(models, masks)
+        ]
+
+        @nnx.jit
+        def step(models: list, optimizers: list) -> Any:
+            grads = nnx.grad(lambda m: loss_of(m(TOKENS)))(models[0])
+            for model, optimizer in zip(models, optimizers):
+                optimizer.update(model, grads)
+            return grads
+
+        history = []
+        for _ in range(STEPS):
+            grads = step(models, optimizers)
+            history.append([np.asarray(g) for g in jax.tree.leaves(grads)])
+        finals = [[np.asarray(x) for x in jax.tree.leaves(nnx.state(m, nnx.Param))]
+                  for m in models]
+        mus = [np.asarray(x) for x in jax.tree.leaves(adam_mu(optimizers[0].opt_state))]
+    # Same gradients, same params: the two masks give the same run, bit for bit.
+    for a, b in zip(*finals):
+        np.testing.assert_array_equal(a, b)
+    check_against_torch(params0, finals[0], mus, history, "decoupled")

@@ -1,0 +1,256 @@
+"""``build``: any preconditioner with any weight-decay placement, as one fixed chain.
+
+Every optimizer ``build`` makes is the same six slots::
+
+    chain(sign, add_l2_to_grad, <preconditioner>, decoupled_weight_decay,
+          scale_by_learning_rate, independent_weight_decay)
+
+The placement only decides which decay slot holds λ; the others hold a decay of 0.0,
+which is switched off but keeps its state. So the optimizer state has the same tree
+structure for every placement of a given preconditioner, and a checkpoint or a
+sharding spec carries across the arms of an ablation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import optax
+
+from wdchain import _decay, _recipe, _tree, _validate
+from wdchain._adam_variants import scale_by_adamax, scale_by_nadam, scale_by_radam
+from wdchain._adaptive import scale_by_adagrad, scale_by_adam, scale_by_rms
+from wdchain._aliases import _adagrad_learning_rate
+from wdchain._learning_rate import maximize as _maximize
+from wdchain._learning_rate import scale_by_learning_rate
+from wdchain._momentum import scale_by_momentum
+
+PLACEMENTS = ("none", "l2", "decoupled", "independent", "constant")
+
+# Each preconditioner's options with torch's defaults (the "momentum" preconditioner
+# is torch's SGD with momentum; its μ defaults to 0.9 since μ = 0 is plain "sgd").
+_OPTIONS: dict[str, dict[str, Any]] = {
+    "sgd": {},
+    "momentum": {"momentum": 0.9, "dampening": 0.0, "nesterov": False},
+    "adagrad": {"eps": 1e-10, "initial_accumulator_value": 0.0, "lr_decay": 0.0},
+    "rmsprop": {"alpha": 0.99, "eps": 1e-8, "centered": False, "momentum": 0.0},
+    "adam": {"betas": (0.9, 0.999), "eps": 1e-8, "amsgrad": False},
+    "nadam": {"betas": (0.9, 0.999), "eps": 1e-8, "momentum_decay": 4e-3},
+    "radam": {"betas": (0.9, 0.999), "eps": 1e-8},
+    "adamax": {"betas": (0.9, 0.999), "eps": 1e-8},
+}
+PRECONDITIONERS = tuple(_OPTIONS)
+
+
+def _preconditioner(name: str, o: dict[str, Any]) -> tuple[optax.GradientTransformation, ...]:
+    """The preconditioner's transforms (its chain slot), from its full options."""
+    if name == "sgd":
+        return (_recipe.nothing(),)
+    if name == "momentum":
+        return (scale_by_momentum(o["momentum"], o["dampening"], o["nesterov"]),)
+    if name == "adagrad":
+        return (scale_by_adagrad(o["eps"], o["initial_accumulator_value"]),)
+    if name == "rmsprop":
+        has_momentum = not _validate.is_static_zero(o["momentum"])
+        return (
+            scale_by_rms(o["alpha"], o["eps"], o["centered"]),
+            scale_by_momentum(o["momentum"]) if has_momentum else _recipe.nothing(),
+        )
+    if name == "adam":
+        return (scale_by_adam(o["betas"], o["eps"], o["amsgrad"]),)
+    if name == "nadam":
+        return (scale_by_nadam(o["betas"], o["eps"], o["momentum_decay"]),)
+    if name == "radam":
+        return (scale_by_radam(o["betas"], o["eps"]),)
+    return (scale_by_adamax(o["betas"], o["eps"]),)
+
+
+def _named(fn: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
+    fn.wdchain_name = name  # type: ignore[attr-defined]
+    return fn
+
+
+def _multiplier(
+    lr: Any, schedule: Any, lr_peak: Any, decay: str
+) -> tuple[Any, Callable[[Any], Any] | None]:
+    """The learning rate to scale by, and η_t (None when it is 1 at every step)."""
+    where = "build"
+    if schedule is not None:
+        if not callable(schedule):
+            raise ValueError(
+                f"{where}: schedule must be a callable of the step count (the lr "
+                f"multiplier η(count)), got {schedule!r}"
+            )
+        if callable(lr):
+            raise ValueError(
+                f"{where}: with a schedule, lr must be the peak learning rate (a number "
+                "or JAX scalar), not a schedule: lr_t = lr·schedule(count)"
+            )
+        if lr_peak is not None:
+            raise ValueError(
+                f"{where}: lr_peak is lr when a schedule is given; leave lr_peak out "
+                f"(got lr_peak={lr_peak!r})"
+            )
+        name = getattr(schedule, "wdchain_name", "η(t)")
+        learning_rate = _named(lambda count: lr * schedule(count),
+                               f"{_recipe.format_value(lr)}·{name}")
+        return learning_rate, schedule
+    if lr_peak is None:
+        if callable(lr) and decay == "independent":
+            raise ValueError(
+                f"{where}: decay='independent' scales the decay by η_t = lr_t / lr_peak; "
+                "with lr a schedule, give lr_peak= (its peak value), or give lr as a "
+                "number and the multiplier as schedule="
+            )
+        return lr, None
+    _validate.check_schedule_or_number(where, "lr_peak", lr_peak)
+    if _validate.is_static_zero(lr_peak) or callable(lr_peak):
+        raise ValueError(f"{where}: lr_peak must be a number > 0, got {lr_peak!r}")
+    return lr, _named(lambda count: _tree.value_at(lr, count) / lr_peak, "lr_t/lr_peak")
+
+
+def _independent_decay(weight_decay: Any, eta: Callable[[Any], Any] | None) -> Any:
+    """λ·η_t as a schedule of the count (λ itself may be a schedule)."""
+    if eta is None or _validate.is_static_zero(weight_decay):
+        return weight_decay
+
+    def decay(count: Any) -> Any:
+        base = weight_decay(count) if callable(weight_decay) else weight_decay
+        return base * eta(count)
+
+    return decay
+
+
+def _relabel_independent(tx: optax.GradientTransformation, weight_decay: Any):
+    """Labels the independent step as ``λ`` scaled by η_t (not as an opaque schedule)."""
+    steps = _recipe.recipe(tx)
+    if not steps:  # a static zero decay is switched off and has no step
+        return tx
+    step = steps[0]
+    hyperparams = (("λ", weight_decay),) + step.hyperparams[1:]
+    return _recipe.label(tx, dataclasses.replace(step, hyperparams=hyperparams, decay_scale="η_t"))
+
+
+def build(
+    preconditioner: str,
+    *,
+    decay: str = "l2",
+    lr: Any = 1e-3,
+    weight_decay: Any = 0.0,
+    schedule: Any = None,
+    lr_peak: Any = None,
+    mask: Any = None,
+    maximize: bool = False,
+    **options: Any,
+) -> optax.GradientTransformation:
+    r"""Any preconditioner with any weight-decay placement, in one fixed chain.
+
+    With :math:`u_t` the preconditioned gradient, :math:`\alpha_t` the learning rate
+    and :math:`\eta_t = \alpha_t / \alpha_{\text{peak}}` the schedule multiplier:
+
+    * ``"none"``: :math:`\theta \leftarrow \theta - \alpha_t u_t(g)`
+    * ``"l2"``: :math:`\theta \leftarrow \theta - \alpha_t u_t(g + \lambda\theta)`
+    * ``"decoupled"``: :math:`\theta \leftarrow \theta - \alpha_t (u_t(g) + \lambda\theta)`
+    * ``"independent"``: :math:`\theta \leftarrow \theta - \alpha_t u_t(g) - \eta_t\lambda\theta`
+    * ``"constant"``: :math:`\theta \leftarrow \theta - \alpha_t u_t(g) - \lambda\theta`
+
+    ``"l2"`` is torch's ``weight_decay``; ``"decoupled"`` torch's AdamW (and NAdamW,
+    RAdamW); ``"independent"`` Loshchilov & Hutter's Algorithm 2; ``"constant"`` t5x's
+    Adafactor decay. Every placement is the chain
+    ``(sign, add_l2_to_grad, preconditioner, decoupled_weight_decay,
+    scale_by_learning_rate, independent_weight_decay)`` with λ in one decay slot and
+    0.0 in the others, so the state has the same structure for every placement.
+
+    Args:
+      preconditioner: one of ``"sgd"`` (none), ``"momentum"`` (options ``momentum``
+        = 0.9, ``dampening`` = 0, ``nesterov`` = False), ``"adagrad"`` (``eps`` =
+        1e-10, ``initial_accumulator_value`` = 0, ``lr_decay`` = 0), ``"rmsprop"``
+        (``alpha`` = 0.99, ``eps`` = 1e-8, ``centered`` = False, ``momentum`` = 0),
+        ``"adam"`` (``betas`` = (0.9, 0.999), ``eps`` = 1e-8, ``amsgrad`` = False),
+        ``"nadam"`` (``betas``, ``eps``, ``momentum_decay`` = 4e-3), ``"radam"`` and
+        ``"adamax"`` (``betas``, ``eps``). Defaults are torch's.
+      decay: the placement, one of ``"none"``, ``"l2"``, ``"decoupled"``,
+        ``"independent"``, ``"constant"``.
+      lr: the learning rate: a number, a JAX scalar (it may be traced, e.g. vmapped
+        over a grid) or a schedule of the step count.
+      weight_decay: λ ≥ 0: a number, a JAX scalar (may be traced) or a schedule.
+      schedule: optional lr multiplier η(count); then lr_t = lr·η(count) and
+        lr_peak = lr.
+      lr_peak: the peak learning rate, needed (only) for ``decay="independent"``
+        when ``lr`` is itself a schedule, to form η_t = lr_t / lr_peak. With a
+        constant lr and no schedule, η_t = 1 (or lr / lr_peak if lr_peak is given).
+        Adagrad's ``lr_decay`` is part of lr_t, so it is part of η_t too.
+      mask: which leaves to decay (None, a pytree of bools, or a callable of the
+        params, e.g. :func:`wdchain.decay_mask`); masked-out leaves are still
+        preconditioned, as torch param groups with ``weight_decay=0``.
+      maximize: ascend instead; the gradient is negated before any decay.
+      **options: the preconditioner's options listed above.
+
+    Returns:
+      An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
+
+    Raises:
+      ValueError: for an unknown preconditioner, placement or option, or
+        ``decay="independent"`` with an lr schedule and no ``lr_peak``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> params = jnp.array([1.0, -2.0])
+      >>> arms = [build("adam", decay=d, lr=0.1, weight_decay=0.5) for d in PLACEMENTS]
+      >>> states = [tx.init(params) for tx in arms]
+      >>> len({jax.tree.structure(s) for s in states})  # one state structure
+      1
+      >>> tx = build("sgd", decay="constant", lr=0.1, weight_decay=0.5)
+      >>> tx.update(jnp.ones(2), tx.init(params), params)[0]  # −0.1·1 − 0.5·θ
+      Array([-0.6,  0.9], dtype=float32)
+    """
+    where = "build"
+    if preconditioner not in _OPTIONS:
+        raise ValueError(
+            f"{where}: unknown preconditioner {preconditioner!r}; use one of "
+            f"{', '.join(PRECONDITIONERS)}"
+        )
+    if decay not in PLACEMENTS:
+        raise ValueError(
+            f"{where}: unknown decay {decay!r}; use one of {', '.join(PLACEMENTS)}"
+        )
+    unknown = sorted(set(options) - set(_OPTIONS[preconditioner]))
+    if unknown:
+        valid = ", ".join(_OPTIONS[preconditioner]) or "none"
+        raise ValueError(
+            f"{where}: unknown option(s) {', '.join(unknown)} for preconditioner "
+            f"{preconditioner!r}; its options are: {valid}"
+        )
+    _validate.check_schedule_or_number(where, "lr", lr)
+    _validate.check_schedule_or_number(where, "weight_decay", weight_decay)
+    _validate.check_flag(where, "maximize", maximize)
+    _validate.check_mask(where, mask)
+    full_options = {**_OPTIONS[preconditioner], **options}
+
+    learning_rate, eta = _multiplier(lr, schedule, lr_peak, decay)
+    lr_decay = full_options.pop("lr_decay", 0.0)
+    if not _validate.is_static_zero(lr_decay):
+        _validate.check_range(where, "lr_decay", lr_decay)
+        learning_rate = _adagrad_learning_rate(learning_rate, lr_decay)
+        eta = _adagrad_learning_rate(eta or 1.0, lr_decay)
+        eta.wdchain_name = "η_t"  # type: ignore[union-attr]
+
+    def slot(placement: str) -> Any:
+        return weight_decay if decay == placement else 0.0
+
+    independent = slot("constant") if decay == "constant" else _independent_decay(
+        slot("independent"), eta
+    )
+    independent_tx = _decay.independent_weight_decay(independent, mask)
+    if decay == "independent":
+        independent_tx = _relabel_independent(independent_tx, weight_decay)
+    return _recipe.chain(
+        _maximize() if maximize else _recipe.nothing(),
+        _decay.add_l2_to_grad(slot("l2"), mask),
+        *_preconditioner(preconditioner, full_options),
+        _decay.decoupled_weight_decay(slot("decoupled"), mask),
+        scale_by_learning_rate(learning_rate),
+        independent_tx,
+    )

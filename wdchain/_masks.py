@@ -1,0 +1,141 @@
+"""Ready-made weight-decay masks for Flax parameter trees, by path rules.
+
+The usual practice (and torch's param-group idiom) is to decay the weight matrices
+and kernels, and not the biases or the normalisation layers' scales. Flax names them
+consistently, in linen and in nnx alike: ``bias`` for every bias, ``scale`` for the
+gain of ``LayerNorm``, ``RMSNorm``, ``BatchNorm`` and ``GroupNorm``, ``embedding``
+for ``Embed``'s table, ``kernel`` for ``Dense``/``Linear``/``Conv``. The rules look at
+these path names only, never at ``ndim``: a LayerNorm scale in a layer stacked by
+``nn.scan`` or ``nnx.vmap`` is 2-D, and a stacked bias is 2-D too.
+
+A mask built from a tree keeps that tree's type (dict, ``FrozenDict``, ``nnx.State``),
+so it can be passed as ``mask=`` of every wdchain optimizer, as a tree of booleans or
+as the callable :func:`decay_mask` itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from wdchain import _tree
+
+# Leaf names that are never decayed, and why.
+_NO_DECAY = {"bias": "bias", "scale": "normalisation scale"}
+_EMBEDDING = "embedding"
+
+
+def _is_variable(node: Any) -> bool:
+    return isinstance(node, nnx.Variable)
+
+
+def _value(leaf: Any) -> Any:
+    """The array of a leaf, seen through an nnx Variable."""
+    return leaf.get_value() if _is_variable(leaf) else leaf
+
+
+def _key_name(key: Any) -> str:
+    for field in ("key", "name", "idx"):
+        if hasattr(key, field):
+            return str(getattr(key, field))
+    return str(key)
+
+
+def _leaf_name(path: tuple) -> str:
+    names = [_key_name(key) for key in path]
+    while names and names[-1] == "value":  # an nnx Variable seen through its value
+        names.pop()
+    return names[-1] if names else ""
+
+
+def _rule(path: tuple, embeddings: bool) -> tuple[bool, str]:
+    """Whether the leaf at ``path`` is decayed, and the rule that decided it."""
+    name = _leaf_name(path)
+    if name in _NO_DECAY:
+        return False, _NO_DECAY[name]
+    if name == _EMBEDDING:
+        return embeddings, "embedding"
+    return True, "weight"
+
+
+def decay_mask(params: Any, *, embeddings: bool = True) -> Any:
+    """The weight-decay mask of a Flax parameter tree: True = decay this leaf.
+
+    Biases (``bias``) and normalisation scales (``scale``: LayerNorm, RMSNorm,
+    BatchNorm, GroupNorm) are not decayed; embedding tables (``embedding``) are
+    decayed unless ``embeddings=False``; every other leaf is. The rules read the leaf's
+    name in its path, so they hold for layers stacked by ``nn.scan`` or ``nnx.vmap``.
+
+    Pass the function itself as a wdchain ``mask=`` (it is called on the params at
+    each update), or ``functools.partial(decay_mask, embeddings=False)``, or the tree
+    it returns. For an ``nnx.State`` of ``nnx.Param`` variables the booleans stand in
+    place of the variables, so the tree is a prefix both of that state and of the
+    plain state ``nnx.Optimizer`` passes to the optimizer.
+
+    Args:
+      params: a dict, ``flax.core.FrozenDict`` or ``nnx.State`` of parameters
+        (e.g. ``variables["params"]`` or ``nnx.state(model, nnx.Param)``).
+      embeddings: decay embedding tables (keyword only).
+
+    Returns:
+      A tree of Python booleans of the same type and structure as ``params``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> params = {"Dense_0": {"kernel": jnp.ones((2, 3)), "bias": jnp.zeros(3)},
+      ...           "LayerNorm_0": {"scale": jnp.ones((4, 3)), "bias": jnp.zeros((4, 3))}}
+      >>> decay_mask(params)
+      {'Dense_0': {'bias': False, 'kernel': True}, 'LayerNorm_0': {'bias': False, 'scale': False}}
+    """
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: _rule(path, embeddings)[0], params, is_leaf=_is_variable
+    )
+
+
+def mask_report(params: Any, mask: Any = None, *, embeddings: bool = True) -> str:
+    """A printable table: each leaf's path and shape, and whether it is decayed.
+
+    Args:
+      params: the parameter tree.
+      mask: the mask to report (None, a tree of booleans or a callable of the params,
+        as the ``mask=`` of a wdchain optimizer); default: :func:`decay_mask`'s rules,
+        with the rule that decided each leaf.
+      embeddings: passed to :func:`decay_mask` when ``mask`` is None.
+
+    Returns:
+      One line per leaf, then a total of decayed and not decayed parameters.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> params = {"Dense_0": {"kernel": jnp.ones((2, 3)), "bias": jnp.zeros(3)}}
+      >>> print(mask_report(params))
+      off    ['Dense_0']['bias']    (3,)    bias
+      decay  ['Dense_0']['kernel']  (2, 3)  weight
+      decayed: 6 parameters; not decayed: 3 parameters
+    """
+    leaves = jax.tree_util.tree_flatten_with_path(params, is_leaf=_is_variable)[0]
+    if mask is None:
+        decisions = [_rule(path, embeddings) for path, _ in leaves]
+    else:
+        plain = jax.tree.map(_value, params, is_leaf=_is_variable)
+        flags = jax.tree.leaves(_tree.resolve_mask("mask_report", mask, plain))
+        decisions = [(bool(flag), "") for flag in flags]
+    rows = []
+    totals = {True: 0, False: 0}
+    for (path, leaf), (decayed, why) in zip(leaves, decisions):
+        shape = tuple(np.shape(_value(leaf)))
+        totals[decayed] += int(np.prod(shape))
+        path_text = jax.tree_util.keystr(path)
+        rows.append(("decay" if decayed else "off", path_text, str(shape), why))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)] if rows else [0, 0, 0]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3]
+        for row in rows
+    ]
+    lines.append(
+        f"decayed: {totals[True]:,} parameters; not decayed: {totals[False]:,} parameters"
+    )
+    return "\n".join(line.rstrip() for line in lines)

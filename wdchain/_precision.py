@@ -1,0 +1,183 @@
+"""Precision: hyperparameters that keep theirs, and decay that bfloat16 cannot hold.
+
+wdchain's transforms compute in at least float32 whatever the params' dtype, with
+hyperparameters as Python numbers, so β₂ = 0.999 stays 0.999 next to bfloat16
+params. Two things can still lose precision, and this module deals with both:
+
+* ``optax.inject_hyperparams`` casts numeric hyperparameters to the params' dtype
+  (optax issue 1414): with bfloat16 params, 0.999 becomes 1.0.
+  :func:`inject_hyperparams` keeps them in at least float32.
+* The decay step ``θ ← θ − lr·λ·θ`` is lost when ``lr·λ`` is below half the
+  resolution of the params' dtype (2⁻⁸ for bfloat16): ``θ(1 − lr·λ)`` rounds back
+  to θ. :func:`check_decay_precision` warns about it once.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import warnings
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from wdchain import _recipe, _tree, _validate
+
+
+def _hyperparam_dtype(tree: Any) -> Any:
+    """float32, or a wider float dtype when a leaf of ``tree`` has one."""
+    dtypes = [jnp.result_type(leaf) for leaf in jax.tree.leaves(tree) if _tree.is_float(leaf)]
+    return jnp.result_type(jnp.float32, *dtypes)
+
+
+def _is_python_zero(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
+
+
+def inject_hyperparams(
+    inner_factory: Callable[..., optax.GradientTransformation],
+    static_args: str | Iterable[str] = (),
+) -> Callable[..., optax.GradientTransformationExtraArgs]:
+    """``optax.inject_hyperparams`` that keeps hyperparameters in at least float32.
+
+    The returned factory takes the same arguments as ``inner_factory``; numeric
+    ones (and schedules) live in the state's ``hyperparams`` dict, where they can be
+    read or changed between steps. They are held in float32, or in the params'
+    dtype when that is wider (float64), never narrower: optax casts them to the
+    params' dtype, so with bfloat16 params β = 0.999 becomes 1.0.
+
+    A hyperparameter passed as a Python 0 is kept static: 0 switches a chain slot
+    off (``momentum=0`` has no momentum buffer), and a traced 0 inside ``jit``
+    would switch it back on and change the state's structure.
+
+    Args:
+      inner_factory: a wdchain alias or transform factory (any optax one works).
+      static_args: names of arguments not to inject, as in optax.
+
+    Returns:
+      A factory of ``optax.GradientTransformationExtraArgs``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import wdchain
+      >>> params = jnp.ones(2, jnp.bfloat16)
+      >>> tx = inject_hyperparams(wdchain.rmsprop)(lr=0.1, alpha=0.999)
+      >>> state = tx.init(params)
+      >>> state.hyperparams["alpha"]
+      Array(0.999, dtype=float32)
+    """
+    static = {static_args} if isinstance(static_args, str) else set(static_args)
+    signature = inspect.signature(inner_factory)
+
+    @functools.wraps(inner_factory)
+    def factory(*args: Any, **kwargs: Any) -> optax.GradientTransformationExtraArgs:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        zeros = {name for name, value in bound.arguments.items() if _is_python_zero(value)}
+
+        def injected(dtype: Any) -> optax.GradientTransformationExtraArgs:
+            return optax.inject_hyperparams(inner_factory, static | zeros, dtype)(
+                *args, **kwargs
+            )
+
+        def init_fn(params: Any) -> Any:
+            return injected(_hyperparam_dtype(params)).init(params)
+
+        def update_fn(updates: Any, state: Any, params: Any = None, **extra_args: Any):
+            dtype = _hyperparam_dtype(updates if params is None else params)
+            return injected(dtype).update(updates, state, params, **extra_args)
+
+        tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+        return _recipe.label(tx, *(_recipe.recipe(inner_factory(*args, **kwargs)) or ()))
+
+    return factory
+
+
+# --------------------------------------------------------------------------------------
+# Decay below the params' resolution.
+
+
+class DecayPrecisionWarning(UserWarning):
+    """The decay step is below the resolution of the params' dtype and is lost."""
+
+
+def _relative_decay(steps: tuple[_recipe.Step, ...]) -> list[tuple[str, float]]:
+    """Each decay step's per-step relative shrinkage of θ, where it is a number."""
+    values = {key: value for step in steps for key, value in step.hyperparams}
+    lr = _validate.concrete_number(values.get("α"))
+    found = []
+    for step in steps:
+        decay = _validate.concrete_number(dict(step.hyperparams).get("λ"))
+        if decay is None or decay == 0:
+            continue
+        if step.role == _recipe.DECOUPLED and lr is not None:
+            found.append((f"lr·λ = {lr:g}·{decay:g}", lr * decay))
+        elif step.role == _recipe.INDEPENDENT:
+            found.append((f"λ = {decay:g}", decay))
+    return found
+
+
+_WARNED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def check_decay_precision(tx: optax.GradientTransformation, params: Any) -> bool:
+    """Warns (once per optimizer) when the params' dtype cannot hold the decay step.
+
+    With decoupled decay, ``θ ← θ − lr·(u + λθ)``; when ``lr·λ`` (λ for the
+    independent placements) is below half the resolution ε/2 of a low-precision
+    float leaf (ε = 2⁻⁷ for bfloat16, 2⁻¹⁰ for float16), ``θ·(1 − lr·λ)`` rounds
+    to θ and the decay is lost on that leaf unless the gradient step happens to
+    carry it. Keep float32 master params (cast a bfloat16 copy for the forward pass)
+    to decay them. Only numbers are checked: a schedule or a traced value is not.
+
+    Args:
+      tx: a wdchain optimizer (its recipe holds lr and λ).
+      params: the params, or ``jax.ShapeDtypeStruct`` s like them.
+
+    Returns:
+      True when the decay is below the resolution of some leaf (and a
+      :class:`DecayPrecisionWarning` was issued the first time).
+
+    Example:
+      >>> import warnings
+      >>> import jax.numpy as jnp
+      >>> import wdchain
+      >>> params = {"w": jnp.ones(4, jnp.bfloat16)}
+      >>> with warnings.catch_warnings(record=True) as caught:
+      ...     warnings.simplefilter("always")
+      ...     check_decay_precision(wdchain.adamw(lr=1e-3, weight_decay=1e-2), params)
+      True
+      >>> caught[0].category.__name__
+      'DecayPrecisionWarning'
+    """
+    steps = _recipe.recipe(tx) or ()
+    decays = _relative_decay(steps)
+    if not decays:
+        return False
+    lost = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        dtype = jnp.result_type(leaf)
+        if not _tree.is_float(leaf) or jnp.finfo(dtype).bits > 16:
+            continue
+        half_resolution = float(jnp.finfo(dtype).eps) / 2
+        for term, value in decays:
+            if value < half_resolution:
+                lost.append((jax.tree_util.keystr(path) or "<root>", dtype, term, half_resolution))
+    if not lost:
+        return False
+    if tx.init not in _WARNED:
+        _WARNED.add(tx.init)
+        where, dtype, term, half_resolution = lost[0]
+        warnings.warn(
+            f"weight decay is below {jnp.dtype(dtype).name} resolution: {term} < "
+            f"{half_resolution:g} for the leaf {where} ({len(lost)} leaf/term pair(s) in "
+            "all), so θ·(1 − decay) rounds back to θ and the decay is lost. Keep float32 "
+            "master params and cast a low-precision copy for the forward pass.",
+            DecayPrecisionWarning,
+            stacklevel=2,
+        )
+    return True
