@@ -4,13 +4,16 @@ import csv
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from wdchain.ablate import _cli, _report
 from wdchain.ablate._arms import parse_arm
 from wdchain.ablate._grid import GridProgram
-from wdchain.ablate._task import load_digits
+from wdchain.ablate._task import Conv3x3, load_digits
 
 TINY = ["--lrs", "1e-3,1e-2", "--wds", "1e-4,1e-2", "--epochs", "1"]
 
@@ -54,15 +57,27 @@ def test_same_seed_same_csv_other_seed_other_csv(tmp_path):
 
 
 def test_each_cell_of_the_vmapped_grid_equals_its_own_run():
-    """Cells do not mix: a grid's cells equal each cell trained alone."""
-    program = GridProgram(parse_arm("adam-l2"), "mlp", load_digits(0), epochs=1, seed=0)
-    lrs, wds = np.array([1e-3, 1e-2, 1e-2]), np.array([1e-2, 1e-4, 1e-1])
+    """Cells do not mix: a grid's cells equal each cell trained alone (CNN, one epoch)."""
+    program = GridProgram(parse_arm("adam-l2"), "cnn", load_digits(0), epochs=1, seed=0)
+    lrs, wds = np.array([1e-3, 1e-2]), np.array([1e-1, 1e-4])
     together = program.run(lrs, wds)
+    assert program._epoch._cache_size() == 1  # λ and lr are traced: one compile for the grid
     for i in range(len(lrs)):
         alone = program.run(lrs[i : i + 1], wds[i : i + 1])
         for field_together, field_alone in zip(together, alone):
             np.testing.assert_allclose(field_together[i], field_alone[0], rtol=1e-5, atol=1e-6)
-    assert len(set(np.round(together.test_loss, 6))) == 3  # and the cells do differ
+    assert program._epoch._cache_size() == 2  # one more for one cell, not one per cell
+    assert together.test_loss[0] != together.test_loss[1]  # and the cells do differ
+
+
+def test_conv3x3_equals_nnx_conv():
+    conv = Conv3x3(4, 5, nnx.Rngs(0))
+    conv.bias[...] = jnp.arange(5.0)
+    reference = nnx.Conv(4, 5, (3, 3), rngs=nnx.Rngs(1))
+    reference.kernel[...] = conv.kernel[...]
+    reference.bias[...] = conv.bias[...]
+    x = jax.random.normal(jax.random.key(2), (2, 8, 8, 4))
+    np.testing.assert_allclose(conv(x), reference(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(

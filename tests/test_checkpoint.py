@@ -52,7 +52,9 @@ def loss(params, x):
 
 
 def make_step(tx):
-    @jax.jit
+    """One training step, run eagerly: op by op, each op compiled once and shared by all
+    13 optimizers, which is faster here than compiling 13 jitted steps per process."""
+
     def step(params, state, t):
         x = jax.random.normal(jax.random.fold_in(jax.random.key(1), t), (8, 4))
         grads = jax.grad(loss)(params, x)

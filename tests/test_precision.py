@@ -198,7 +198,8 @@ def long_reference(name, grads, betas=(0.9, 0.999), eps=1e-8):
         elif name == "radam":
             rho = rho_inf - 2 * t * b2**t / bc2
             if rho > 5:
-                r = math.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+                r = math.sqrt((rho - 4) * (rho - 2) * rho_inf
+                              / ((rho_inf - 4) * (rho_inf - 2) * rho))
                 out[t - 1] = (m / bc1) * r * math.sqrt(bc2) / (np.sqrt(v) + eps)
             else:
                 out[t - 1] = m / bc1
@@ -245,3 +246,42 @@ def test_the_step_count_saturates_at_the_int32_limit():
     m = 0.1 * params * (1 + 0.9 + 0.81)
     v = 0.001 * params**2 * (1 + 0.999 + 0.999**2)
     np.testing.assert_allclose(updates, -0.1 * m / (np.sqrt(v) + 1e-8), rtol=1e-5)
+
+
+def _run_fixed_grads(tx, params, num_steps):
+    """num_steps of tx on gradients that do not depend on the params (a fair comparison
+    across dtypes), as one jitted scan."""
+    grads = jnp.asarray(0.1 * np.cos(0.05 * np.arange(num_steps)[:, None] * np.arange(1, 9)))
+
+    def body(carry, g):
+        params, state = carry
+        updates, state = tx.update(g.astype(params.dtype), state, params)
+        return (optax.apply_updates(params, updates), state), None
+
+    (params, _), _ = jax.jit(lambda c: jax.lax.scan(body, c, grads))((params, tx.init(params)))
+    return params
+
+
+def test_compensated_decay_accumulates_in_bf16():
+    make = lambda: wdchain.adamw(lr=1e-3, weight_decay=1e-2)  # noqa: E731
+    start = jnp.full(8, 1.5)
+    exact = np.asarray(_run_fixed_grads(make(), start, 1000), np.float64)  # float32 run
+    plain = _run_fixed_grads(make(), start.astype(BF16), 1000)
+    compensated = _run_fixed_grads(wdchain.compensate_rounding(make()), start.astype(BF16), 1000)
+    assert compensated.dtype == BF16
+    spacing = 2.0**-7  # bfloat16's spacing in [1, 2)
+    plain_error = np.max(np.abs(np.asarray(plain, np.float64) - exact))
+    compensated_error = np.max(np.abs(np.asarray(compensated, np.float64) - exact))
+    assert compensated_error <= spacing  # within one step of bfloat16 of the float32 run
+    assert plain_error > 2 * spacing  # the decay (and the small Adam steps) got lost
+
+
+def test_compensation_is_a_no_op_for_float32_and_stops_the_warning():
+    tx = wdchain.adamw(lr=1e-3, weight_decay=1e-2)
+    wrapped = wdchain.compensate_rounding(wdchain.adamw(lr=1e-3, weight_decay=1e-2))
+    params = jnp.linspace(-1.0, 1.0, 8)
+    np.testing.assert_array_equal(_run_fixed_grads(wrapped, params, 20),
+                                  _run_fixed_grads(tx, params, 20))
+    assert not wdchain.check_decay_precision(wrapped, {"w": jnp.ones(4, BF16)})
+    with pytest.raises(ValueError, match="compensate_rounding needs the current parameters"):
+        wrapped.update(params, wrapped.init(params))

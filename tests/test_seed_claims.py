@@ -23,9 +23,10 @@ STEPS = 300
 
 def _run_pair(tx_a: optax.GradientTransformation, tx_b: optax.GradientTransformation,
               dtype: type) -> tuple:
+    """Final params of each, from separate jitted scans (so XLA cannot merge them)."""
     params = oracle.make_params()
     grads = oracle.make_grads(params, STEPS)
-    return tuple(oracle.run_wdchain([tx_a, tx_b], params, grads, dtype))
+    return tuple(oracle.run_wdchain([tx], params, grads, dtype)[0] for tx in (tx_a, tx_b))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
@@ -38,8 +39,7 @@ def test_adamw_without_decay_is_adam_bit_for_bit(kwargs: dict, dtype: type) -> N
     adam, adamw = _run_pair(
         wdchain.adam(0.05, **kwargs), wdchain.adamw(0.05, weight_decay=0.0, **kwargs), dtype
     )
-    moved = oracle.relative_error(adam, oracle.make_params())
-    assert moved > 0.1
+    assert oracle.relative_error(oracle.make_params(), adam) > 0.1  # it did move
     for a, b in zip(jax.tree.leaves(adam), jax.tree.leaves(adamw)):
         assert np.array_equal(a, b)
 

@@ -29,7 +29,6 @@ def worker():
     """Runs in the subprocess: prints one JSON line of figures per optimizer."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
     import optax
     from jax.sharding import AxisType, NamedSharding
     from jax.sharding import PartitionSpec as P

@@ -151,14 +151,15 @@ def run_torch(
 
 
 def relative_error(actual: Any, expected: Any) -> float:
-    """max over leaves of max|actual − expected| / max|expected| (the leaf's scale)."""
+    """max over leaves of max|actual − expected| / max|expected| (the leaf's scale);
+    NaN if either side has a NaN."""
     errors = jax.tree.map(
         lambda a, e: float(np.max(np.abs(a.astype(np.float64) - e.astype(np.float64))))
         / max(float(np.max(np.abs(e))), np.finfo(np.float64).tiny),
         actual,
         expected,
     )
-    return max(jax.tree.leaves(errors))
+    return float(np.max(jax.tree.leaves(errors)))
 
 
 # --------------------------------------------------------------------------------------

@@ -65,6 +65,8 @@ from wdchain._checkpoint import state_signature as state_signature
 from wdchain._precision import inject_hyperparams as inject_hyperparams
 from wdchain._precision import check_decay_precision as check_decay_precision
 from wdchain._precision import DecayPrecisionWarning as DecayPrecisionWarning
+from wdchain._precision import compensate_rounding as compensate_rounding
+from wdchain._precision import CompensateRoundingState as CompensateRoundingState
 
 __version__ = "0.1.0"
 

@@ -9,7 +9,8 @@ params. Two things can still lose precision, and this module deals with both:
   :func:`inject_hyperparams` keeps them in at least float32.
 * The decay step ``θ ← θ − lr·λ·θ`` is lost when ``lr·λ`` is below half the
   resolution of the params' dtype (2⁻⁸ for bfloat16): ``θ(1 − lr·λ)`` rounds back
-  to θ. :func:`check_decay_precision` warns about it once.
+  to θ. :func:`check_decay_precision` warns about it once;
+  :func:`compensate_rounding` makes it accumulate instead.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import inspect
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -131,8 +132,10 @@ def check_decay_precision(tx: optax.GradientTransformation, params: Any) -> bool
     independent placements) is below half the resolution ε/2 of a low-precision
     float leaf (ε = 2⁻⁷ for bfloat16, 2⁻¹⁰ for float16), ``θ·(1 − lr·λ)`` rounds
     to θ and the decay is lost on that leaf unless the gradient step happens to
-    carry it. Keep float32 master params (cast a bfloat16 copy for the forward pass)
-    to decay them. Only numbers are checked: a schedule or a traced value is not.
+    carry it. :func:`compensate_rounding` makes it accumulate (and this check
+    passes for an optimizer it wraps); float32 master params, with a bfloat16 copy
+    cast for the forward pass, work too. Only numbers are checked: a schedule or a
+    traced value is not.
 
     Args:
       tx: a wdchain optimizer (its recipe holds lr and λ).
@@ -156,7 +159,7 @@ def check_decay_precision(tx: optax.GradientTransformation, params: Any) -> bool
     """
     steps = _recipe.recipe(tx) or ()
     decays = _relative_decay(steps)
-    if not decays:
+    if not decays or any(step.name == COMPENSATED for step in steps):
         return False
     lost = []
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
@@ -175,9 +178,92 @@ def check_decay_precision(tx: optax.GradientTransformation, params: Any) -> bool
         warnings.warn(
             f"weight decay is below {jnp.dtype(dtype).name} resolution: {term} < "
             f"{half_resolution:g} for the leaf {where} ({len(lost)} leaf/term pair(s) in "
-            "all), so θ·(1 − decay) rounds back to θ and the decay is lost. Keep float32 "
-            "master params and cast a low-precision copy for the forward pass.",
+            "all), so θ·(1 − decay) rounds back to θ and the decay is lost. Wrap the "
+            "optimizer in wdchain.compensate_rounding, or keep float32 master params.",
             DecayPrecisionWarning,
             stacklevel=2,
         )
     return True
+
+
+# --------------------------------------------------------------------------------------
+# Compensated summation.
+
+COMPENSATED = "compensate_rounding"
+
+
+class CompensateRoundingState(NamedTuple):
+    compensation: Any  # c: what the params' dtype could not hold yet, one per leaf
+    inner_state: Any
+
+
+def _is_low_precision(leaf: Any) -> bool:
+    return _tree.is_float(leaf) and jnp.finfo(jnp.result_type(leaf)).bits <= 16
+
+
+def compensate_rounding(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    r"""Kahan-compensated updates for bfloat16 and float16 params: small steps accumulate.
+
+    .. math::
+
+        s = \theta + u + c, \qquad \theta' = \operatorname{round}(s), \qquad
+        c' = s - \theta'
+
+    on each low-precision float leaf, in float32, where u is ``tx``'s update and c
+    the compensation kept in the state (in the leaf's dtype, so it costs one more
+    copy of those params). The returned update is ``θ' − θ``, which
+    ``optax.apply_updates`` adds back exactly, so the params follow the float32 sum
+    to within their resolution: a decay step ``lr·λ·θ`` below half of it (see
+    :func:`check_decay_precision`) is no longer lost but builds up in c until it
+    moves θ. Other leaves pass through unchanged. ``tx``'s own update is still
+    rounded to the params' dtype before it gets here.
+
+    Args:
+      tx: the optimizer to wrap. Apply its updates with ``optax.apply_updates``.
+
+    Returns:
+      An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> import wdchain
+      >>> tx = compensate_rounding(wdchain.adamw(lr=1e-3, weight_decay=1e-2))
+      >>> params = jnp.full(2, 1.5, jnp.bfloat16)
+      >>> state = tx.init(params)
+      >>> for _ in range(1000):  # lr·λ = 1e-5 a step, far below bfloat16's 2⁻⁸
+      ...     updates, state = tx.update(jnp.zeros(2, jnp.bfloat16), state, params)
+      ...     params = optax.apply_updates(params, updates)
+      >>> params  # 1.5·(1 − 1e-5)^1000 = 1.48508, to bfloat16's resolution
+      Array([1.48438, 1.48438], dtype=bfloat16)
+    """
+    where = "compensate_rounding"
+
+    def init_fn(params: Any) -> CompensateRoundingState:
+        compensation = jax.tree.map(
+            lambda p: jnp.zeros_like(p) if _is_low_precision(p) else jnp.zeros([], jnp.float32),
+            params,
+        )
+        return CompensateRoundingState(compensation, tx.init(params))
+
+    def update_fn(updates: Any, state: CompensateRoundingState, params: Any = None):
+        _tree.require_params(where, params)
+        updates, inner_state = tx.update(updates, state.inner_state, params)
+        _tree.check_same_shapes(where, "params", params, "updates", updates)
+
+        def step(u: jax.Array, p: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
+            if not _is_low_precision(p):
+                return u, c
+            target = p.astype(jnp.float32) + u.astype(jnp.float32) + c.astype(jnp.float32)
+            rounded = target.astype(p.dtype)
+            delta = (rounded.astype(jnp.float32) - p.astype(jnp.float32)).astype(p.dtype)
+            applied = (p + delta).astype(p.dtype)  # what optax.apply_updates will give
+            return delta, (target - applied.astype(jnp.float32)).astype(c.dtype)
+
+        new_updates, compensation = _tree.unzip(
+            updates, jax.tree.map(step, updates, params, state.compensation), 2
+        )
+        return new_updates, CompensateRoundingState(compensation, inner_state)
+
+    wrapped = optax.GradientTransformation(init_fn, update_fn)
+    steps = (*(_recipe.recipe(tx) or ()), _recipe.Step(COMPENSATED, "precision"))
+    return _recipe.label(wrapped, *steps)
