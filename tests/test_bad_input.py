@@ -222,21 +222,18 @@ CONSTRUCTION = [
         dict(max_consecutive_errors=1.5), ValueError,
         r"skip_nonfinite: max_consecutive_errors must be None or an int .*got 1\.5",
         wdchain.sgd()),
+    # The builder
+    row("build-unknown_preconditioner", "build", {}, ValueError,
+        r"build: unknown preconditioner 'lion'; use one of sgd, momentum", "lion"),
+    row("build-unknown_decay", "build", dict(decay="l1"), ValueError,
+        r"build: unknown decay 'l1'; use one of none, l2, decoupled", "adam"),
+    row("build-unknown_option", "build", dict(momentum=0.9), ValueError,
+        r"build: unknown option\(s\) momentum for preconditioner 'adam'", "adam"),
+    row("build-lr-negative", "build", dict(lr=-1e-3), ValueError,
+        rf"build: lr {NONNEG}, got -0\.001", "adam"),
+    row("build-option-betas0-is_1", "build", dict(betas=(1.0, 0.9)), ValueError,
+        rf"betas\[0\] {BETA}, got 1\.0", "adam"),
 ]
-
-if hasattr(wdchain, "build"):
-    CONSTRUCTION += [
-        row("build-unknown_preconditioner", "build", {}, ValueError,
-            r"build: unknown preconditioner 'lion'; use one of sgd, momentum", "lion"),
-        row("build-unknown_decay", "build", dict(decay="l1"), ValueError,
-            r"build: unknown decay 'l1'; use one of none, l2, decoupled", "adam"),
-        row("build-unknown_option", "build", dict(momentum=0.9), ValueError,
-            r"build: unknown option\(s\) momentum for preconditioner 'adam'", "adam"),
-        row("build-lr-negative", "build", dict(lr=-1e-3), ValueError,
-            rf"build: lr {NONNEG}, got -0\.001", "adam"),
-        row("build-option-betas0-is_1", "build", dict(betas=(1.0, 0.9)), ValueError,
-            rf"betas\[0\] {BETA}, got 1\.0", "adam"),
-    ]
 
 # Rules not enforced yet: each row fails (strict xfail) until the fix in the reason lands.
 NOT_A_NUMBER = (

@@ -158,6 +158,18 @@ def test_decay_below_bf16_resolution_warns_once(make, warns):
     assert not wdchain.check_decay_precision(tx, {"w": jnp.ones(4)})  # float32: held
 
 
+def test_init_warns_once_by_itself_and_not_when_compensated():
+    params = {"w": jnp.ones(4, BF16)}
+    tx = wdchain.adamw(lr=1e-3, weight_decay=1e-2)  # lr·λ = 1e-5 < 2⁻⁹
+    with pytest.warns(wdchain.DecayPrecisionWarning, match=r"\['w'\]"):
+        tx.init(params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tx.init(params)  # once per optimizer
+        wdchain.adamw(lr=1e-3, weight_decay=1e-2).init({"w": jnp.ones(4)})  # float32 holds it
+        wdchain.compensate_rounding(wdchain.adamw(lr=1e-3, weight_decay=1e-2)).init(params)
+
+
 def test_the_warned_decay_is_indeed_lost_in_bf16():
     tx = wdchain.adamw(lr=1e-3, weight_decay=1e-2)
     step = jax.jit(lambda p, s: _apply(tx, p, s))

@@ -78,18 +78,18 @@ def scale_by_nadam(
         grad_weight = (1 - mu_t) / (1 - mu_product)
         momentum_weight = mu_next / (1 - mu_product * mu_next)
         scalars = _tree.per_dtype(lambda leaf_dtype: (
-            _tree.bias_correction(beta2, count, leaf_dtype),
+            1 / _tree.bias_correction(beta2, count, leaf_dtype),
             grad_weight.astype(leaf_dtype),
             momentum_weight.astype(leaf_dtype),
         ))
 
         def step(g: jax.Array, m: jax.Array, v: jax.Array) -> tuple:
             leaf_dtype = _tree.compute_dtype(g.dtype)
-            bc2, g_weight, m_weight = scalars(leaf_dtype)
+            inv_bc2, g_weight, m_weight = scalars(leaf_dtype)
             g_c = _tree.cast(g, leaf_dtype)
             m_new = _lerp(_tree.cast(m, leaf_dtype), g_c, 1 - beta1)
             v_new = beta2 * _tree.cast(v, leaf_dtype) + (1 - beta2) * (g_c * g_c)
-            denom = jnp.sqrt(v_new / bc2) + eps
+            denom = jnp.sqrt(v_new * inv_bc2) + eps
             u = g_weight * (g_c / denom) + m_weight * (m_new / denom)
             return _tree.cast(u, g.dtype), _tree.cast(m_new, m.dtype), _tree.cast(v_new, v.dtype)
 
@@ -153,8 +153,8 @@ def scale_by_radam(
 
     def init_fn(params: Any) -> ScaleByRadamState:
         _tree.require_real(where, params)
-        zeros = _tree.zeros_like_params(params)
-        return ScaleByRadamState(jnp.zeros([], jnp.int32), zeros, zeros)
+        zeros = _tree.zeros_like_params  # one buffer per slot, so the state can be donated
+        return ScaleByRadamState(jnp.zeros([], jnp.int32), zeros(params), zeros(params))
 
     def update_fn(updates: Any, state: ScaleByRadamState, params: Any = None):
         del params
@@ -169,17 +169,17 @@ def scale_by_radam(
             rectify = rho_t > 5
             ratio = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
             rectifier = jnp.sqrt(jnp.where(rectify, ratio, 1.0))
-            return bc1, jnp.sqrt(bc2), rectify, rectifier
+            return 1 / bc1, jnp.sqrt(bc2), rectify, rectifier
 
         scalars = _tree.per_dtype(rectification)
 
         def step(g: jax.Array, m: jax.Array, v: jax.Array) -> tuple:
             dtype = _tree.compute_dtype(g.dtype)
-            bc1, sqrt_bc2, rectify, rectifier = scalars(dtype)
+            inv_bc1, sqrt_bc2, rectify, rectifier = scalars(dtype)
             g_c = _tree.cast(g, dtype)
             m_new = _lerp(_tree.cast(m, dtype), g_c, 1 - beta1)
             v_new = beta2 * _tree.cast(v, dtype) + (1 - beta2) * (g_c * g_c)
-            m_hat = m_new / bc1
+            m_hat = m_new * inv_bc1
             adaptive = sqrt_bc2 / (jnp.sqrt(v_new) + eps)
             u = jnp.where(rectify, m_hat * adaptive * rectifier, m_hat)
             return _tree.cast(u, g.dtype), _tree.cast(m_new, m.dtype), _tree.cast(v_new, v.dtype)
@@ -224,21 +224,23 @@ def scale_by_adamax(
 
     def init_fn(params: Any) -> ScaleByAdamaxState:
         _tree.require_real(where, params)
-        zeros = _tree.zeros_like_params(params)
-        return ScaleByAdamaxState(jnp.zeros([], jnp.int32), zeros, zeros)
+        zeros = _tree.zeros_like_params  # one buffer per slot, so the state can be donated
+        return ScaleByAdamaxState(jnp.zeros([], jnp.int32), zeros(params), zeros(params))
 
     def update_fn(updates: Any, state: ScaleByAdamaxState, params: Any = None):
         del params
         _tree.check_same_shapes(where, "state.mu", state.mu, "updates", updates)
         count = optax.safe_increment(state.count)
-        correction = _tree.per_dtype(lambda dtype: _tree.bias_correction(beta1, count, dtype))
+        inverse_correction = _tree.per_dtype(
+            lambda dtype: 1 / _tree.bias_correction(beta1, count, dtype)
+        )
 
         def step(g: jax.Array, m: jax.Array, n: jax.Array) -> tuple:
             dtype = _tree.compute_dtype(g.dtype)
             g_c = _tree.cast(g, dtype)
             m_new = _lerp(_tree.cast(m, dtype), g_c, 1 - beta1)
             n_new = jnp.maximum(beta2 * _tree.cast(n, dtype), jnp.abs(g_c) + eps)
-            u = (m_new / n_new) / correction(dtype)
+            u = (m_new / n_new) * inverse_correction(dtype)
             return _tree.cast(u, g.dtype), _tree.cast(m_new, m.dtype), _tree.cast(n_new, n.dtype)
 
         updates, mu, nu = _tree.map_float(step, updates, state.mu, state.nu)

@@ -205,31 +205,32 @@ def scale_by_adam(
 
     def init_fn(params: Any) -> ScaleByAdamState:
         _tree.require_real(where, params)
-        nu = _tree.zeros_like_params(params, nu_dtype)
+        # One fresh buffer per slot: a shared one could not be donated to a jitted step.
         return ScaleByAdamState(
             count=jnp.zeros([], jnp.int32),
             mu=_tree.zeros_like_params(params, mu_dtype),
-            nu=nu,
-            nu_max=nu if amsgrad else None,
+            nu=_tree.zeros_like_params(params, nu_dtype),
+            nu_max=_tree.zeros_like_params(params, nu_dtype) if amsgrad else None,
         )
 
     def update_fn(updates: Any, state: ScaleByAdamState, params: Any = None):
         del params
         _tree.check_same_shapes(where, "state.mu", state.mu, "updates", updates)
         count = optax.safe_increment(state.count)
-        corrections = _tree.per_dtype(lambda dtype: (
-            _tree.bias_correction(beta1, count, dtype),
-            jnp.sqrt(_tree.bias_correction(beta2, count, dtype)),
+        # Reciprocals of the corrections, once per dtype: every element then multiplies.
+        inverse_corrections = _tree.per_dtype(lambda dtype: (
+            1 / _tree.bias_correction(beta1, count, dtype),
+            jax.lax.rsqrt(_tree.bias_correction(beta2, count, dtype)),
         ))
 
         def step(g: jax.Array, m: jax.Array, v: jax.Array, *v_max: jax.Array) -> tuple:
             dtype = _tree.compute_dtype(g.dtype)
-            bc1, sqrt_bc2 = corrections(dtype)
+            inv_bc1, inv_sqrt_bc2 = inverse_corrections(dtype)
             g_c = _tree.cast(g, dtype)
             m_new = _lerp(_tree.cast(m, dtype), g_c, 1 - beta1)
             v_new = beta2 * _tree.cast(v, dtype) + (1 - beta2) * (g_c * g_c)
             v_hat = jnp.maximum(_tree.cast(v_max[0], dtype), v_new) if amsgrad else v_new
-            u = (m_new / bc1) / (jnp.sqrt(v_hat) / sqrt_bc2 + eps)
+            u = (m_new * inv_bc1) / (jnp.sqrt(v_hat) * inv_sqrt_bc2 + eps)
             new_max = (_tree.cast(v_hat, v_max[0].dtype),) if amsgrad else ()
             new = (_tree.cast(u, g.dtype), _tree.cast(m_new, m.dtype), _tree.cast(v_new, v.dtype))
             return (*new, *new_max)

@@ -237,6 +237,7 @@ def compensate_rounding(tx: optax.GradientTransformation) -> optax.GradientTrans
       Array([1.48438, 1.48438], dtype=bfloat16)
     """
     where = "compensate_rounding"
+    _WARNED.add(tx.init)  # the decay accumulates here: tx need not warn that it is lost
 
     def init_fn(params: Any) -> CompensateRoundingState:
         compensation = jax.tree.map(

@@ -67,7 +67,9 @@ def recipe(tx: optax.GradientTransformation) -> tuple[Step, ...] | None:
 def chain(*transforms: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
     """``optax.chain`` that keeps the recipe of its parts.
 
-    A part wdchain did not build appears in the recipe under its function's name.
+    A part wdchain did not build appears in the recipe under its function's name. On
+    ``init`` the chain warns once (``wdchain.DecayPrecisionWarning``) when a decay step
+    is below the resolution of a low-precision parameter and would be lost.
     """
     steps: list[Step] = []
     for tx in transforms:
@@ -75,7 +77,16 @@ def chain(*transforms: optax.GradientTransformation) -> optax.GradientTransforma
         if part is None:
             part = (Step(getattr(tx.update, "__qualname__", "transform").split(".")[0], ""),)
         steps.extend(part)
-    return label(optax.chain(*transforms), *steps)
+    inner = optax.chain(*transforms)
+
+    def init_fn(params: Any) -> Any:
+        from wdchain import _precision  # imported here: _precision builds on this module
+
+        _precision.check_decay_precision(chained, params)
+        return inner.init(params)
+
+    chained = optax.GradientTransformationExtraArgs(init_fn, inner.update)
+    return label(chained, *steps)
 
 
 def nothing() -> optax.GradientTransformation:

@@ -18,11 +18,12 @@ the decay is multiplied by the schedule multiplier η_t, not by the learning rat
 scaling in which the paper claims the optimal λ no longer depends on the learning rate;
 ``sgd-decoupled`` gives torch's scaling.
 
-Each arm has a default grid that brackets its optimum on the digits task: the learning
-rates depend on the preconditioner (SGD takes larger steps than the adaptive methods),
-the weight decays on the placement (λ means a different thing in each: a gradient term
-for ``l2``, a fraction of lr_t per step for ``decoupled``, a fraction per step for
-``independent`` and ``constant``).
+Each arm has a default grid: the learning rates depend on the preconditioner (SGD takes
+larger steps than the adaptive methods), the weight decays on the placement (λ means a
+different thing in each: a gradient term for ``l2``, a fraction of lr_t per step for
+``decoupled``, a fraction per step for ``independent`` and ``constant``). On the digits
+MLP (60 epochs, seed 0) each of the five default arms has its best cell inside its
+grid, not on an edge; the other adaptive preconditioners reuse Adam's grid, untuned.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ import optax
 
 import wdchain
 
-PRECONDITIONERS = ("sgd", "adagrad", "rmsprop", "adam", "nadam", "radam", "adamax")
-DECAYS = ("none", "l2", "decoupled", "independent", "constant")
+# The builder's names; "sgd" stands for its "momentum" (μ = 0.9).
+PRECONDITIONERS = tuple(name for name in wdchain.PRECONDITIONERS if name != "momentum")
+DECAYS = wdchain.PLACEMENTS
 SHORT_NAMES = {
     "adamw": "adam-decoupled",
     "adamw-independent": "adam-independent",
@@ -91,6 +93,20 @@ class Arm:
             mask=mask,
             **options,
         )
+
+
+def default_grids_text() -> str:
+    """The default grids, for ``--help``."""
+
+    def span(low: float, high: float) -> str:
+        return f"{10**low:.2g}..{10**high:.2g}"
+
+    lr_spans = [f"{name} {span(*_LR_SPAN.get(name, _ADAPTIVE_LR_SPAN))}"
+                for name in PRECONDITIONERS]
+    wd_spans = [f"{name} {span(*_WD_SPAN[name])}" for name in DECAYS if name != "none"]
+    return (f"Default grids, {GRID_SIZE} log-spaced values each: learning rates by "
+            f"preconditioner: {', '.join(lr_spans)}; weight decays by placement: "
+            f"{', '.join(wd_spans)} (none: 0).")
 
 
 def parse_arm(name: str) -> Arm:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import wdchain
-from wdchain.ablate._arms import DEFAULT_ARMS, Arm, parse_arm
+from wdchain.ablate._arms import DEFAULT_ARMS, Arm, default_grids_text, parse_arm
 from wdchain.ablate._grid import GridProgram
 from wdchain.ablate._report import (
     ArmResult,
@@ -83,6 +83,7 @@ def parser() -> argparse.ArgumentParser:
         prog="wdchain-ablate",
         description="Train a Flax model on scikit-learn's digits for every learning rate × "
         "weight decay of each arm (one vmapped program per arm) and compare the arms.",
+        epilog=default_grids_text(),
     )
     parse.add_argument("--arms", type=_arms, default=[parse_arm(n) for n in DEFAULT_ARMS],
                        help=f"comma-separated arms (default {','.join(DEFAULT_ARMS)}); "

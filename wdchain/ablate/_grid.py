@@ -19,7 +19,6 @@ import optax
 from flax import nnx
 
 import wdchain
-
 from wdchain.ablate._arms import Arm
 from wdchain.ablate._task import MODELS, Digits
 
@@ -58,12 +57,13 @@ class GridProgram:
     """
 
     def __init__(self, arm: Arm, model: str, data: Digits, *, epochs: int, seed: int):
+        self.arm = arm
         self.data = data
         self.epochs = epochs
         self.seed = seed
         self.steps_per_epoch = len(data.x_train) // BATCH_SIZE
-        self.arm = arm
         self.schedule = cosine_multiplier(epochs * self.steps_per_epoch)
+        # The models hold only nnx.Param variables: params is their whole state.
         graphdef, self.params = nnx.split(MODELS[model](nnx.Rngs(seed)), nnx.Param)
         make_tx = self.optimizer
 
