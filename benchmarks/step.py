@@ -6,7 +6,8 @@ of one optimizer run interleaved (round after round, in rotating order) in one
 process, so the ratios between them hold even on a shared, noisy machine. Next to
 each time: the bytes per parameter of a fully fused fp32 step, the achieved GB/s and
 its fraction of a copy (``x + 1`` over all the parameters) timed in the same
-process; the compile time (trace + compile + first call − a steady step); and the
+process; the compile time (trace + compile + first call − a steady step, the fastest
+of ``--compile-repeats``); and the
 peak memory of the compiled step from XLA's memory analysis, as a multiple of
 params + grads + state (with donation, 1.0 is ideal).
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -164,7 +166,8 @@ def nbytes(tree: Any) -> int:
 class JaxStep:
     """A donated, jitted ``update + apply_updates``, compiled ahead of time."""
 
-    def __init__(self, tx: optax.GradientTransformation, params: Any, grads: Any):
+    def __init__(self, tx: optax.GradientTransformation, params: Any, grads: Any,
+                 compile_repeats: int = 1):
         def step(params, state, grads):
             updates, state = tx.update(grads, state, params)
             return optax.apply_updates(params, updates), state
@@ -173,11 +176,16 @@ class JaxStep:
         self.params = jax.tree.map(jnp.copy, params)
         self.state = jax.block_until_ready(tx.init(self.params))
         self.live_bytes = nbytes((self.params, self.state, self.grads))
+        compile_s = []
+        for _ in range(compile_repeats):  # a fresh function each time: no cached trace
+            start = time.perf_counter()
+            fresh = functools.partial(step)
+            lowered = jax.jit(fresh, donate_argnums=(0, 1)).lower(self.params, self.state, grads)
+            self.compiled = lowered.compile()
+            compile_s.append(time.perf_counter() - start)
         start = time.perf_counter()
-        lowered = jax.jit(step, donate_argnums=(0, 1)).lower(self.params, self.state, grads)
-        self.compiled = lowered.compile()
         self.step()
-        self.first_call_s = time.perf_counter() - start
+        self.first_call_s = min(compile_s) + time.perf_counter() - start
         stats = self.compiled.memory_analysis()
         self.peak_bytes = None
         if stats is not None:
@@ -288,10 +296,11 @@ def bench_tree(tree: str, args: argparse.Namespace, device: str | None) -> dict[
     for name in args.optimizers:
         spec = OPTIMIZERS[name]
         impls: dict[str, Any] = {}
-        impls["optax"] = JaxStep(spec.optax(), params, grads)
-        impls["wdchain"] = JaxStep(spec.wdchain(), params, grads)
+        repeats = args.compile_repeats
+        impls["optax"] = JaxStep(spec.optax(), params, grads, repeats)
+        impls["wdchain"] = JaxStep(spec.wdchain(), params, grads, repeats)
         if args.packed:
-            impls["wdchain packed"] = JaxStep(spec.wdchain(), packed_params, packed_grads)
+            impls["wdchain packed"] = JaxStep(spec.wdchain(), packed_params, packed_grads, repeats)
         if device is not None and spec.torch is not None:
             for label, kwargs in (("torch foreach", {"foreach": True}),
                                   ("torch fused", {"fused": True})):
@@ -325,6 +334,7 @@ def summarize(impls, times, n, bytes_per_param, copy_gbps) -> dict[str, dict[str
         rows[name] = {
             "median_ms": medians[name] * 1e3,
             "time_vs_optax": statistics.median(per_round),
+            "time_vs_optax_quartiles": [float(q) for q in np.percentile(per_round, [25, 75])],
             "time_vs_optax_per_round": per_round,
             "GBps": gbps,
             "fraction_of_copy": gbps / copy_gbps,
@@ -344,8 +354,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"torch {env['torch']}; size {env['size']}; {env['rounds']} rounds × {env['steps']} "
         "steps, interleaved.",
         "",
-        "| tree | optimizer | implementation | step (ms) | × optax | GB/s | % of copy | "
-        "compile (s) | compile × optax | peak / (p+g+state) |",
+        "| tree | optimizer | implementation | step (ms) | × optax (quartiles over rounds) | "
+        "GB/s | % of copy | compile (s) | compile × optax | peak / (p+g+state) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for tree, result in results["trees"].items():
@@ -354,9 +364,10 @@ def markdown(results: dict[str, Any]) -> str:
         for opt, rows in result["optimizers"].items():
             for impl, row in rows.items():
                 peak = "–" if row["peak_vs_arrays"] is None else f"{row['peak_vs_arrays']:.2f}"
+                q25, q75 = row["time_vs_optax_quartiles"]
                 lines.append(
                     f"| {where} | {opt} | {impl} | {row['median_ms']:.3f} | "
-                    f"{row['time_vs_optax']:.2f} | {row['GBps']:.1f} | "
+                    f"{row['time_vs_optax']:.2f} ({q25:.2f}–{q75:.2f}) | {row['GBps']:.1f} | "
                     f"{100 * row['fraction_of_copy']:.0f}% | {row['compile_s']:.2f} | "
                     f"{row['compile_vs_optax']:.2f} | {peak} |")
     return "\n".join(lines) + "\n"
@@ -388,20 +399,24 @@ def bf16_moments_effect(steps: int = 1000) -> dict[str, Any]:
             u, s = tx.update(g, s, p)
             return (optax.apply_updates(p, u), s), None
 
-        state = tx.init(params)
-        (p, _), _ = jax.lax.scan(body, (params, state), jnp.arange(steps))
-        return p, nbytes(state)
+        (p, _), _ = jax.lax.scan(body, (params, tx.init(params)), jnp.arange(steps))
+        return p
 
-    reference, reference_bytes = jax.jit(lambda: train(adamw(None, None)), static_argnums=())()
+    def state_bytes(tx):
+        state = jax.eval_shape(tx.init, params)
+        return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(state))
+
+    reference = jax.jit(lambda: train(adamw(None, None)))()
+    reference_bytes = state_bytes(adamw(None, None))
     delta_ref = jnp.concatenate([(reference[k] - params[k]).ravel() for k in shapes])
     rows = {"float32 m, v": {"relative_error": 0.0, "state_bytes": reference_bytes}}
     for label, dtypes in (("bfloat16 m", (jnp.bfloat16, None)),
                           ("bfloat16 v", (None, jnp.bfloat16)),
                           ("bfloat16 m, v", (jnp.bfloat16, jnp.bfloat16))):
-        result, state_bytes = jax.jit(lambda d=dtypes: train(adamw(*d)))()
+        result = jax.jit(lambda d=dtypes: train(adamw(*d)))()
         delta = jnp.concatenate([(result[k] - params[k]).ravel() for k in shapes])
         error = float(jnp.linalg.norm(delta - delta_ref) / jnp.linalg.norm(delta_ref))
-        rows[label] = {"relative_error": error, "state_bytes": state_bytes}
+        rows[label] = {"relative_error": error, "state_bytes": state_bytes(adamw(*dtypes))}
     return {"steps": steps, "rows": rows}
 
 
@@ -421,6 +436,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="torch.optim: auto = only with CUDA; on = on CPU too")
     parser.add_argument("--no-packed", dest="packed", action="store_false",
                         help="leave out wdchain on a PackedLayout")
+    parser.add_argument("--compile-repeats", type=int, default=1,
+                        help="compile each step this many times and keep the fastest")
     parser.add_argument("--bf16-moments", action="store_true",
                         help="also measure AdamW with bfloat16 moments against float32 ones")
     parser.add_argument("--out", default=None, help="folder for step.json and step.md")

@@ -325,19 +325,6 @@ CASES = [
 ]
 
 
-# (injector, row) pairs that fail because of a known bug, with the fix.
-KNOWN_BUGS = {
-    ("optax.inject_hyperparams", "sgd"): (
-        "optax.inject_hyperparams injects the default momentum=0.0 as an array: init sees "
-        "a concrete 0 and leaves the momentum slot out, update sees a traced value and "
-        "puts scale_by_momentum in, whose state does not match (AttributeError). "
-        "wdchain.inject_hyperparams works around it; fix for optax's: switch the slot off "
-        "only for a Python/NumPy zero in _aliases.sgd and _aliases.rmsprop."
-    ),
-    ("optax.inject_hyperparams", "rmsprop"): "as for sgd: its momentum=0.0 is injected",
-}
-
-
 def cases_for(keep: Callable[[Case], bool] = lambda case: True) -> Any:
     """Parametrizes a test over the rows that ``keep`` selects."""
     return pytest.mark.parametrize("case", [c for c in CASES if keep(c)], ids=lambda c: c.id)
@@ -537,9 +524,7 @@ def _inject_rows() -> list[Any]:
         for case in CASES:
             if case.args and case.factory != "build":
                 continue  # wrappers and chain: their parts are injected, not them
-            reason = KNOWN_BUGS.get((injector, case.id))
-            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-            rows.append(pytest.param(injector, case, id=f"{injector}-{case.id}", marks=marks))
+            rows.append(pytest.param(injector, case, id=f"{injector}-{case.id}"))
     return rows
 
 

@@ -68,19 +68,6 @@ OPTIMIZERS = {
 
 ALIASES = ("sgd", "adagrad", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax")
 
-MAXIMIZE_BUG = (
-    "wdchain.maximize negates every leaf: jnp.negative refuses bool and float0 leaves. "
-    "Fix in _learning_rate.maximize: negate the float leaves only "
-    "(jax.tree.map(lambda u: -u if _tree.is_float(u) else u, updates))."
-)
-
-
-def _marked(name: str) -> Any:
-    if "maximize" in name:
-        return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=MAXIMIZE_BUG))
-    return name
-
-
 def float_grads(step: int) -> Any:
     key = jax.random.fold_in(jax.random.key(1), step)
     return {
@@ -105,7 +92,7 @@ def run(tx: optax.GradientTransformation, params: Any, grads: list[Any]) -> tupl
     return params, updates, state
 
 
-@pytest.fixture(params=[_marked(name) for name in OPTIMIZERS], scope="module")
+@pytest.fixture(params=list(OPTIMIZERS), scope="module")
 def mixed_and_floats_only(request):
     """The optimizer run on the mixed tree and on its float leaves alone."""
     mixed = run(OPTIMIZERS[request.param](), MIXED, [mixed_grads(i) for i in range(STEPS)])
@@ -243,9 +230,7 @@ def _loss(params: Any) -> jax.Array:
 
 FLOAT0_ROWS = [
     *(pytest.param(alias, False, id=alias) for alias in ALIASES),
-    pytest.param(
-        "adam", True, id="adam-maximize", marks=pytest.mark.xfail(strict=True, reason=MAXIMIZE_BUG)
-    ),
+    pytest.param("adam", True, id="adam-maximize"),
 ]
 
 

@@ -90,7 +90,8 @@ def scale_by_nadam(
             m_new = _lerp(_tree.cast(m, leaf_dtype), g_c, 1 - beta1)
             v_new = beta2 * _tree.cast(v, leaf_dtype) + (1 - beta2) * (g_c * g_c)
             denom = jnp.sqrt(v_new * inv_bc2) + eps
-            u = g_weight * (g_c / denom) + m_weight * (m_new / denom)
+            # One division: with two, XLA keeps the decayed gradient as a temporary.
+            u = (g_weight * g_c + m_weight * m_new) / denom
             return _tree.cast(u, g.dtype), _tree.cast(m_new, m.dtype), _tree.cast(v_new, v.dtype)
 
         updates, mu, nu = _tree.map_float(step, updates, state.mu, state.nu)

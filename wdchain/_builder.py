@@ -106,7 +106,7 @@ def _multiplier(
             )
         return lr, None
     _validate.check_schedule_or_number(where, "lr_peak", lr_peak)
-    if _validate.is_static_zero(lr_peak) or callable(lr_peak):
+    if callable(lr_peak) or _validate.concrete_number(lr_peak) == 0:
         raise ValueError(f"{where}: lr_peak must be a number > 0, got {lr_peak!r}")
     return lr, _named(lambda count: _tree.value_at(lr, count) / lr_peak, "lr_t/lr_peak")
 

@@ -20,7 +20,7 @@ def _check_positive(where: str, name: str, value: Any) -> None:
     _validate.check_schedule_or_number(where, name, value)
     if callable(value):
         raise ValueError(f"{where}: {name} must be a number > 0, not a schedule, got {value!r}")
-    if _validate.is_static_zero(value):
+    if _validate.concrete_number(value) == 0:
         raise ValueError(f"{where}: {name} must be > 0, got {value!r}")
 
 

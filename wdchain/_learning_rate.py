@@ -83,7 +83,7 @@ def maximize() -> optax.GradientTransformation:
 
     def update_fn(updates: Any, state: optax.EmptyState, params: Any = None):
         del params
-        return jax.tree.map(jnp.negative, updates), state
+        return jax.tree.map(lambda u: -u if _tree.is_float(u) else u, updates), state
 
     tx = optax.GradientTransformation(init_fn, update_fn)
     return _recipe.label(tx, _recipe.Step("maximize", _recipe.SIGN))

@@ -169,7 +169,8 @@ class PackedLayout:
         if jax.tree.structure(tree) != self.treedef:
             raise ValueError(
                 f"{_WHERE}.pack: the tree does not have the structure of the params the "
-                f"layout was built from: {_tree.first_difference(self._like(), tree)}."
+                f"layout was built from: "
+                f"{_tree.first_difference(self._like(), tree, 'the layout', 'the tree')}."
             )
         pieces: dict[str, list[jax.Array]] = {name: [] for name in self.dtypes}
         dtypes = self.dtypes

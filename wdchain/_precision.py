@@ -35,10 +35,6 @@ def _hyperparam_dtype(tree: Any) -> Any:
     return jnp.result_type(jnp.float32, *dtypes)
 
 
-def _is_python_zero(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
-
-
 def inject_hyperparams(
     inner_factory: Callable[..., optax.GradientTransformation],
     static_args: str | Iterable[str] = (),
@@ -51,9 +47,9 @@ def inject_hyperparams(
     dtype when that is wider (float64), never narrower: optax casts them to the
     params' dtype, so with bfloat16 params β = 0.999 becomes 1.0.
 
-    A hyperparameter passed as a Python 0 is kept static: 0 switches a chain slot
-    off (``momentum=0`` has no momentum buffer), and a traced 0 inside ``jit``
-    would switch it back on and change the state's structure.
+    Every numeric hyperparameter is injected, zeros included: an injected
+    ``momentum=0`` keeps its (zero-momentum) buffer slot, so the state has one
+    structure inside and outside ``jit``, and the value can be changed later.
 
     Args:
       inner_factory: a wdchain alias or transform factory (any optax one works).
@@ -76,12 +72,10 @@ def inject_hyperparams(
 
     @functools.wraps(inner_factory)
     def factory(*args: Any, **kwargs: Any) -> optax.GradientTransformationExtraArgs:
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        zeros = {name for name, value in bound.arguments.items() if _is_python_zero(value)}
+        signature.bind(*args, **kwargs)  # a wrong argument fails here, not at init
 
         def injected(dtype: Any) -> optax.GradientTransformationExtraArgs:
-            return optax.inject_hyperparams(inner_factory, static | zeros, dtype)(
+            return optax.inject_hyperparams(inner_factory, static, dtype)(
                 *args, **kwargs
             )
 

@@ -131,15 +131,17 @@ def _paths(tree: Any) -> list[str]:
     return [jax.tree_util.keystr(path) or "<root>" for path, _ in leaves]
 
 
-def first_difference(a: Any, b: Any) -> str:
+def first_difference(
+    a: Any, b: Any, name_a: str = "the first tree", name_b: str = "the second tree"
+) -> str:
     """A short description of where two trees first differ."""
     paths_a, paths_b = _paths(a), _paths(b)
     for path_a, path_b in zip(paths_a, paths_b):
         if path_a != path_b:
-            return f"at {path_a} (the other tree has {path_b} there)"
+            return f"{name_a} has {path_a} where {name_b} has {path_b}"
     if len(paths_a) != len(paths_b):
-        longer, name = (paths_a, "first") if len(paths_a) > len(paths_b) else (paths_b, "second")
-        return f"the {name} tree has an extra leaf at {longer[min(len(paths_a), len(paths_b))]}"
+        longer, name = (paths_a, name_a) if len(paths_a) > len(paths_b) else (paths_b, name_b)
+        return f"{name} has an extra leaf at {longer[min(len(paths_a), len(paths_b))]}"
     return (
         "same leaf paths but different node types: "
         f"{jax.tree.structure(a)} vs {jax.tree.structure(b)}"
@@ -151,7 +153,7 @@ def check_same_tree(where: str, name_a: str, a: Any, name_b: str, b: Any) -> Non
     if jax.tree.structure(a) != jax.tree.structure(b):
         raise ValueError(
             f"{where}: {name_b} does not have the structure of {name_a}: "
-            f"{first_difference(a, b)}."
+            f"{first_difference(a, b, name_a, name_b)}."
         )
 
 
@@ -215,7 +217,21 @@ def _mask_mismatch(mask_tree: Any, params: Any) -> str:
                 node = _child(node, key)
             except (KeyError, IndexError, TypeError, AttributeError):
                 return f"the mask has {jax.tree_util.keystr(path)}, the params do not"
+    for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
+        node = mask_tree
+        for depth, key in enumerate(path):
+            if _is_mask_leaf(node):
+                break
+            try:
+                node = _child(node, key)
+            except (KeyError, IndexError, TypeError, AttributeError):
+                where = jax.tree_util.keystr(path[: depth + 1])
+                return f"the params have {where}, the mask does not"
     return f"mask {jax.tree.structure(mask_tree)} vs params {jax.tree.structure(params)}"
+
+
+def _is_mask_leaf(node: Any) -> bool:
+    return node is None or isinstance(node, (bool, np.bool_, np.ndarray, jax.Array))
 
 
 def _child(node: Any, key: Any) -> Any:

@@ -17,6 +17,7 @@ import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -31,15 +32,26 @@ def concrete_number(value: Any) -> float | None:
     if isinstance(value, (int, float, np.number)):
         return float(value)
     if isinstance(value, (np.ndarray, jax.Array)) and value.ndim == 0:
-        if np.issubdtype(value.dtype, np.number) and not np.iscomplexobj(value):
+        real = jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(
+            value.dtype, jnp.integer
+        )  # bfloat16 included, which NumPy does not count as a number
+        if real:
             return float(value)
     return None
 
 
 def is_static_zero(value: Any) -> bool:
-    """True when ``value`` is a concrete number equal to zero (a switch-off)."""
-    number = concrete_number(value)
-    return number is not None and number == 0.0
+    """True for a Python or NumPy number equal to zero: it switches a chain slot off.
+
+    A JAX array never does, even a concrete one: ``inject_hyperparams`` hands ``init``
+    a concrete array and ``update`` a traced one, so a slot switched on by an array
+    must not depend on its value, or the state's structure would change.
+    """
+    return (
+        isinstance(value, (int, float, np.number))
+        and not isinstance(value, (bool, np.bool_))
+        and value == 0
+    )
 
 
 def _interval(low: float | None, high: float | None, high_open: bool) -> str:
@@ -59,11 +71,15 @@ def check_range(
 ) -> None:
     """Checks ``low <= value (< or <=) high`` and finiteness for concrete numbers.
 
-    Schedules and traced values are skipped.
+    Traced values are skipped; anything else that is not a real scalar is refused.
     """
+    if isinstance(value, jax.core.Tracer):
+        return
     number = concrete_number(value)
     if number is None:
-        return
+        raise ValueError(
+            f"{where}: {name} must be a real number or a scalar JAX array, got {value!r}"
+        )
     valid = _interval(low, high, high_open)
     if not math.isfinite(number):
         raise ValueError(f"{where}: {name} must be a finite number in {valid}, got {value!r}")
