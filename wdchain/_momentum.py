@@ -55,6 +55,7 @@ def scale_by_momentum(
     _validate.check_range(where, "dampening", dampening, low=-float("inf"))
     _validate.check_flag(where, "nesterov", nesterov)
     check_nesterov(where, momentum, dampening, nesterov)
+    undamped = _validate.is_static_zero(dampening)  # then (1 − τ) = 1 on every step
 
     def init_fn(params: Any) -> ScaleByMomentumState:
         return ScaleByMomentumState(
@@ -73,7 +74,9 @@ def scale_by_momentum(
         def step(g: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
             dtype = _tree.compute_dtype(g.dtype)
             g_c = _tree.cast(g, dtype)
-            b_new = momentum * _tree.cast(b, dtype) + coefficient_in(dtype) * g_c
+            b_new = momentum * _tree.cast(b, dtype) + (
+                g_c if undamped else coefficient_in(dtype) * g_c  # no ×1 per leaf
+            )
             u = g_c + momentum * b_new if nesterov else b_new
             return _tree.cast(u, g.dtype), _tree.cast(b_new, b.dtype)
 
