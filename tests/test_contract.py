@@ -218,6 +218,20 @@ CASES = [
     ),
     Case("adamw", "adamw", dict(lr=0.1), needs_params=True),
     Case(
+        "adamw-bf16_mu-f32_nu",
+        "adamw",
+        dict(lr=0.1, mu_dtype=jnp.bfloat16, nu_dtype=jnp.float32),
+        needs_params=True,
+        static=("mu_dtype", "nu_dtype"),
+    ),
+    Case(
+        "adam-bf16_mu-f32_nu",
+        "adam",
+        dict(lr=0.1, weight_decay=0.01, mu_dtype=jnp.bfloat16, nu_dtype=jnp.float32),
+        needs_params=True,
+        static=("mu_dtype", "nu_dtype"),
+    ),
+    Case(
         "adamw-amsgrad-callable_mask-wd_schedule-maximize",
         "adamw",
         dict(

@@ -299,3 +299,14 @@ def test_compensation_is_a_no_op_for_float32_and_stops_the_warning():
     assert not wdchain.check_decay_precision(wrapped, {"w": jnp.ones(4, BF16)})
     with pytest.raises(ValueError, match="compensate_rounding needs the current parameters"):
         wrapped.update(params, wrapped.init(params))
+
+
+@pytest.mark.parametrize("alias", ["adam", "adamw"])
+def test_aliases_hold_the_moments_in_the_dtypes_asked_for(alias):
+    params = {"w": jnp.ones((2, 3))}
+    tx = getattr(wdchain, alias)(lr=0.1, weight_decay=0.01, mu_dtype=jnp.bfloat16)
+    state = tx.init(params)
+    _, state = jax.jit(tx.update)({"w": jnp.full((2, 3), 0.3)}, state, params)
+    (adam_state,) = [s for s in state if isinstance(s, wdchain.ScaleByAdamState)]
+    assert adam_state.mu["w"].dtype == jnp.bfloat16 and adam_state.nu["w"].dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(adam_state.mu["w"], np.float32), 0.03, rtol=2**-8)

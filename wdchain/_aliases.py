@@ -193,6 +193,8 @@ def adam(
     maximize: bool = False,
     decoupled_weight_decay: bool = False,
     mask: Any = None,
+    mu_dtype: Any = None,
+    nu_dtype: Any = None,
 ) -> optax.GradientTransformation:
     r"""``torch.optim.Adam``: ``chain(add_l2_to_grad, scale_by_adam, lr)``.
 
@@ -209,6 +211,8 @@ def adam(
       betas: (β₁, β₂) in [0, 1). eps, weight_decay: ≥ 0. amsgrad: torch's AMSGrad.
       maximize, mask: as in :func:`sgd` (keyword only).
       decoupled_weight_decay: move the decay after the preconditioner (keyword only).
+      mu_dtype, nu_dtype: dtypes to hold the moments in (keyword only; default the
+        params' dtype), e.g. ``jnp.bfloat16`` for m: see :func:`scale_by_adam`.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -225,11 +229,12 @@ def adam(
     _check_adam_family(where, lr, betas, eps, weight_decay, maximize, mask)
     _validate.check_flag(where, "decoupled_weight_decay", decoupled_weight_decay)
     if decoupled_weight_decay:
-        return adamw(lr, betas, eps, weight_decay, amsgrad, maximize=maximize, mask=mask)
+        return adamw(lr, betas, eps, weight_decay, amsgrad, maximize=maximize, mask=mask,
+                     mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     return chain(
         _sign(maximize),
         _decay.add_l2_to_grad(weight_decay, mask),
-        scale_by_adam(betas, eps, amsgrad),
+        scale_by_adam(betas, eps, amsgrad, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
         scale_by_learning_rate(lr),
     )
 
@@ -243,6 +248,8 @@ def adamw(
     *,
     maximize: bool = False,
     mask: Any = None,
+    mu_dtype: Any = None,
+    nu_dtype: Any = None,
 ) -> optax.GradientTransformation:
     r"""``torch.optim.AdamW``: ``chain(scale_by_adam, decoupled_weight_decay, lr)``.
 
@@ -259,11 +266,12 @@ def adamw(
       lr: α ≥ 0, a number, JAX scalar or schedule (torch default 1e-3).
       betas: (β₁, β₂) in [0, 1). eps, weight_decay: ≥ 0. amsgrad: torch's AMSGrad.
       maximize, mask: as in :func:`sgd` (keyword only).
+      mu_dtype, nu_dtype: as in :func:`adam` (keyword only).
     """
     _check_adam_family("adamw", lr, betas, eps, weight_decay, maximize, mask)
     return chain(
         _sign(maximize),
-        scale_by_adam(betas, eps, amsgrad),
+        scale_by_adam(betas, eps, amsgrad, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
         _decay.decoupled_weight_decay(weight_decay, mask),
         scale_by_learning_rate(lr),
     )
