@@ -43,7 +43,7 @@ from wdchain._aliases import adamax as adamax
 # Composition and inspection.
 from wdchain._recipe import chain as chain
 
-# --- Placement builder, describe, conventions, masks (issue 3) ---
+# Placement as an ablation axis: the builder, recipes, conventions, masks.
 from wdchain._builder import build as build
 from wdchain._builder import PLACEMENTS as PLACEMENTS
 from wdchain._builder import PRECONDITIONERS as PRECONDITIONERS
@@ -54,10 +54,10 @@ from wdchain._conventions import normalized_weight_decay as normalized_weight_de
 from wdchain._masks import decay_mask as decay_mask
 from wdchain._masks import mask_report as mask_report
 
-# --- Packed path (issue 5) ---
+# Many small leaves: one flat buffer per dtype and mask group.
 from wdchain._packed import PackedLayout as PackedLayout
 
-# --- Reliability: guard, precision, checkpoints (issue 6) ---
+# Reliability: non-finite gradients, precision, checkpoints.
 from wdchain._guard import skip_nonfinite as skip_nonfinite
 from wdchain._guard import skipped_steps as skipped_steps
 from wdchain._checkpoint import restore_state as restore_state
