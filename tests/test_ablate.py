@@ -90,6 +90,7 @@ def test_conv3x3_equals_nnx_conv():
         (["--wds", "0,1e-3"], "> 0"),
         (["--wds", "abc"], "comma-separated numbers"),
         (["--epochs", "0"], "integer ≥ 1"),
+        (["--seed=-1"], "integer ≥ 0"),
         (["--model", "resnet"], "invalid choice"),
     ],
 )

@@ -243,7 +243,24 @@ NOT_NUMBERS = [
     row("adam-lr-complex", "adam", dict(lr=1j), ValueError, r"adam: lr must be .*got 1j"),
     row("scale_by_adam-mu_dtype-int", "scale_by_adam", dict(mu_dtype=jnp.int32), ValueError,
         r"scale_by_adam: mu_dtype must be a floating dtype"),
+    row("adamw-nu_dtype-string", "adamw", dict(nu_dtype="foo"), ValueError,
+        r"adamw: nu_dtype must be a floating dtype .*got 'foo'"),
+    row("rmsprop-centered-int", "rmsprop", dict(centered=1), ValueError,
+        r"rmsprop: centered must be True or False, got 1"),
+    row("adam-amsgrad-string", "adam", dict(amsgrad="yes"), ValueError,
+        r"adam: amsgrad must be True or False, got 'yes'"),
 ]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: wdchain.sgd(0.1), lambda: wdchain.sgd(0.1, momentum=0.9, weight_decay=0.1),
+    lambda: wdchain.build("momentum", lr=0.1), lambda: wdchain.scale_by_learning_rate(0.1),
+    lambda: wdchain.decoupled_weight_decay(0.1),
+], ids=["sgd", "sgd-momentum-wd", "build-momentum", "scale_by_learning_rate", "decoupled"])
+def test_complex_params_are_refused_not_skipped(make):
+    params = jnp.array([1 + 2j, 3 - 1j], jnp.complex64)
+    with pytest.raises(TypeError, match=r"the leaf at .* is complex.*split_real_and_imaginary"):
+        make().init(params)
 
 
 @pytest.mark.parametrize("factory, args, kwargs, error, match", CONSTRUCTION + NOT_NUMBERS)

@@ -178,3 +178,12 @@ def test_restore_rebuilds_the_state_types_and_values():
 
 if __name__ == "__main__":
     resume(sys.argv[1])
+
+
+def test_a_signature_read_back_with_a_newline_still_matches():
+    params = {"w": jnp.ones(3)}
+    tx = wdchain.adamw()
+    signature = wdchain.state_signature(tx, params) + "\n"
+    loaded = flax.serialization.msgpack_restore(flax.serialization.to_bytes(tx.init(params)))
+    state = wdchain.restore_state(tx, params, loaded, signature=signature)
+    assert jax.tree.structure(state) == jax.tree.structure(tx.init(params))

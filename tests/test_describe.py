@@ -101,6 +101,11 @@ def test_maximize_masks_schedules_and_foreign_parts() -> None:
     )
     assert lines[1] == "θ ← θ − lr_t·momentum(rmsprop(−clip_by_global_norm(g) + λθ))"
     assert "enters the optimizer's statistics (rmsprop, momentum)" in lines[2]
+    assert lines[3] == (
+        "not built by wdchain: clip_by_global_norm; what it does with weight decay is unknown"
+    )
+    foreign_only = wdchain.describe(wdchain.chain(optax.adamw(1e-3))).splitlines()
+    assert foreign_only[-1].startswith("not built by wdchain") and "no weight decay" not in foreign_only
     scheduled = wdchain.describe(wdchain.adagrad(lr=0.1, lr_decay=0.01))
     assert "lr(α=lr/(1 + t·lr_decay))" in scheduled
 

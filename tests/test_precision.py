@@ -312,3 +312,52 @@ def test_aliases_hold_the_moments_in_the_dtypes_asked_for(alias):
     grad_seen = 0.3 + (0.01 if alias == "adam" else 0.0)  # L2 enters m; decoupled does not
     np.testing.assert_allclose(np.asarray(adam_state.mu["w"], np.float32), 0.1 * grad_seen,
                                rtol=2**-8)
+
+
+def test_nested_and_wrapped_optimizers_warn_once_and_compensated_ones_never():
+    params = {"w": jnp.ones(4, BF16)}
+
+    def warnings_on_init(make):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            make().init(params)
+        return len(caught)
+
+    adamw = lambda: wdchain.adamw(lr=1e-3, weight_decay=1e-2)  # noqa: E731
+    assert warnings_on_init(lambda: wdchain.chain(adamw())) == 1
+    assert warnings_on_init(lambda: wdchain.skip_nonfinite(adamw())) == 1
+    assert warnings_on_init(lambda: wdchain.compensate_rounding(wdchain.chain(adamw()))) == 0
+    assert warnings_on_init(
+        lambda: wdchain.compensate_rounding(wdchain.skip_nonfinite(adamw()))) == 0
+
+
+def test_inject_hyperparams_keeps_masks_dtypes_and_build_options_static():
+    params = {"w": jnp.ones((2, 2)), "bias": jnp.ones(2)}
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    tx = wdchain.inject_hyperparams(wdchain.adamw)(lr=0.1, weight_decay=0.5,
+                                                   mask=wdchain.decay_mask)
+    state = tx.init(params)
+    assert "mask" not in state.hyperparams
+    updates, _ = jax.jit(tx.update)(zeros, state, params)
+    assert not bool(jnp.any(updates["bias"]))  # the bias stays undecayed
+    np.testing.assert_allclose(updates["w"], -0.1 * 0.5, rtol=1e-6)
+    tx = wdchain.inject_hyperparams(wdchain.adam)(lr=0.1, mu_dtype=jnp.bfloat16)
+    assert tx.init(params).inner_state[2].mu["w"].dtype == jnp.bfloat16
+    injected = wdchain.inject_hyperparams(wdchain.build)(
+        "adam", decay="decoupled", lr=0.1, weight_decay=0.1, betas=(0.8, 0.9))
+    plain = wdchain.build("adam", decay="decoupled", lr=0.1, weight_decay=0.1, betas=(0.8, 0.9))
+    state = injected.init(params)
+    assert {"lr", "weight_decay"} <= set(state.hyperparams)
+    grads = jax.tree.map(lambda p: 0.3 * p, params)
+    got = jax.jit(injected.update)(grads, state, params)[0]
+    want = plain.update(grads, plain.init(params), params)[0]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, want)
+
+
+def test_nadam_state_keeps_its_dtype_with_float64_hyperparameters():
+    with jax.enable_x64(True):
+        tx = wdchain.nadam(betas=(np.float64(0.9), 0.999))
+        params = jnp.ones(3, jnp.float32)
+        state = tx.init(params)
+        _, new_state = tx.update(params, state, params)
+        assert jax.tree.map(lambda x: x.dtype, new_state) == jax.tree.map(lambda x: x.dtype, state)

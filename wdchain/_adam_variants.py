@@ -74,7 +74,7 @@ def scale_by_nadam(
         t = count.astype(dtype)
         mu_t = beta1 * (1 - 0.5 * _tree.power(0.96, t * momentum_decay, dtype))
         mu_next = beta1 * (1 - 0.5 * _tree.power(0.96, (t + 1) * momentum_decay, dtype))
-        mu_product = state.mu_product * mu_t
+        mu_product = (state.mu_product * mu_t).astype(dtype)
         grad_weight = (1 - mu_t) / (1 - mu_product)
         momentum_weight = mu_next / (1 - mu_product * mu_next)
         scalars = _tree.per_dtype(lambda leaf_dtype: (

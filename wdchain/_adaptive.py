@@ -202,12 +202,8 @@ def scale_by_adam(
     beta1, beta2 = _validate.check_betas(where, betas)
     _validate.check_range(where, "eps", eps)
     _validate.check_flag(where, "amsgrad", amsgrad)
-    for name, dtype in (("mu_dtype", mu_dtype), ("nu_dtype", nu_dtype)):
-        if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
-            raise ValueError(
-                f"{where}: {name} must be a floating dtype (e.g. jnp.bfloat16) or None, "
-                f"got {dtype!r}"
-            )
+    _validate.check_float_dtype(where, "mu_dtype", mu_dtype)
+    _validate.check_float_dtype(where, "nu_dtype", nu_dtype)
 
     def init_fn(params: Any) -> ScaleByAdamState:
         _tree.require_real(where, params)

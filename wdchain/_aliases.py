@@ -163,6 +163,7 @@ def rmsprop(
     """
     where = "rmsprop"
     _check(where, lr, weight_decay, maximize, mask)
+    _validate.check_flag(where, "centered", centered)
     _validate.check_range(where, "eps", eps)
     _validate.check_range(where, "momentum", momentum)
     _validate.check_range(where, "alpha", alpha, high=1.0)
@@ -177,10 +178,13 @@ def rmsprop(
 
 
 def _check_adam_family(where: str, lr: Any, betas: Any, eps: Any, weight_decay: Any,
-                       maximize: bool, mask: Any) -> None:
+                       maximize: bool, mask: Any, mu_dtype: Any = None,
+                       nu_dtype: Any = None) -> None:
     _check(where, lr, weight_decay, maximize, mask)
     _validate.check_range(where, "eps", eps)
     _validate.check_betas(where, betas)
+    _validate.check_float_dtype(where, "mu_dtype", mu_dtype)
+    _validate.check_float_dtype(where, "nu_dtype", nu_dtype)
 
 
 def adam(
@@ -226,7 +230,8 @@ def adam(
       False
     """
     where = "adam"
-    _check_adam_family(where, lr, betas, eps, weight_decay, maximize, mask)
+    _check_adam_family(where, lr, betas, eps, weight_decay, maximize, mask, mu_dtype, nu_dtype)
+    _validate.check_flag(where, "amsgrad", amsgrad)
     _validate.check_flag(where, "decoupled_weight_decay", decoupled_weight_decay)
     if decoupled_weight_decay:
         return adamw(lr, betas, eps, weight_decay, amsgrad, maximize=maximize, mask=mask,
@@ -268,7 +273,8 @@ def adamw(
       maximize, mask: as in :func:`sgd` (keyword only).
       mu_dtype, nu_dtype: as in :func:`adam` (keyword only).
     """
-    _check_adam_family("adamw", lr, betas, eps, weight_decay, maximize, mask)
+    _check_adam_family("adamw", lr, betas, eps, weight_decay, maximize, mask, mu_dtype, nu_dtype)
+    _validate.check_flag("adamw", "amsgrad", amsgrad)
     return chain(
         _sign(maximize),
         scale_by_adam(betas, eps, amsgrad, mu_dtype=mu_dtype, nu_dtype=nu_dtype),

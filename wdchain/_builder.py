@@ -36,7 +36,8 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     "momentum": {"momentum": 0.9, "dampening": 0.0, "nesterov": False},
     "adagrad": {"eps": 1e-10, "initial_accumulator_value": 0.0, "lr_decay": 0.0},
     "rmsprop": {"alpha": 0.99, "eps": 1e-8, "centered": False, "momentum": 0.0},
-    "adam": {"betas": (0.9, 0.999), "eps": 1e-8, "amsgrad": False},
+    "adam": {"betas": (0.9, 0.999), "eps": 1e-8, "amsgrad": False, "mu_dtype": None,
+             "nu_dtype": None},
     "nadam": {"betas": (0.9, 0.999), "eps": 1e-8, "momentum_decay": 4e-3},
     "radam": {"betas": (0.9, 0.999), "eps": 1e-8},
     "adamax": {"betas": (0.9, 0.999), "eps": 1e-8},
@@ -59,7 +60,8 @@ def _preconditioner(name: str, o: dict[str, Any]) -> tuple[optax.GradientTransfo
             scale_by_momentum(o["momentum"]) if has_momentum else _recipe.nothing(),
         )
     if name == "adam":
-        return (scale_by_adam(o["betas"], o["eps"], o["amsgrad"]),)
+        return (scale_by_adam(o["betas"], o["eps"], o["amsgrad"], mu_dtype=o["mu_dtype"],
+                              nu_dtype=o["nu_dtype"]),)
     if name == "nadam":
         return (scale_by_nadam(o["betas"], o["eps"], o["momentum_decay"]),)
     if name == "radam":
@@ -168,7 +170,8 @@ def build(
         = 0.9, ``dampening`` = 0, ``nesterov`` = False), ``"adagrad"`` (``eps`` =
         1e-10, ``initial_accumulator_value`` = 0, ``lr_decay`` = 0), ``"rmsprop"``
         (``alpha`` = 0.99, ``eps`` = 1e-8, ``centered`` = False, ``momentum`` = 0),
-        ``"adam"`` (``betas`` = (0.9, 0.999), ``eps`` = 1e-8, ``amsgrad`` = False),
+        ``"adam"`` (``betas`` = (0.9, 0.999), ``eps`` = 1e-8, ``amsgrad`` = False,
+        ``mu_dtype`` = ``nu_dtype`` = None),
         ``"nadam"`` (``betas``, ``eps``, ``momentum_decay`` = 4e-3), ``"radam"`` and
         ``"adamax"`` (``betas``, ``eps``). Defaults are torch's.
       decay: the placement, one of ``"none"``, ``"l2"``, ``"decoupled"``,

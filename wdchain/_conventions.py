@@ -61,7 +61,7 @@ def torch_to_paper(weight_decay: Any, lr_peak: Any) -> Any:
 
 
 def _check_count(where: str, name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not _validate.is_whole_number(value) or value < 1:
         raise ValueError(f"{where}: {name} must be a positive integer, got {value!r}")
 
 

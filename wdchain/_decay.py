@@ -41,7 +41,7 @@ def _decay_transform(
     switched_off = _validate.is_static_zero(weight_decay)
 
     def init_fn(params: Any) -> WeightDecayState:
-        del params
+        _tree.require_real(where, params)
         return WeightDecayState(count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates: Any, state: WeightDecayState, params: Any = None):

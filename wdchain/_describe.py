@@ -117,5 +117,13 @@ def describe(tx: optax.GradientTransformation) -> str:
         )
     lines = [" → ".join(str(step) for step in steps) or "identity", _update_rule(steps)]
     decays = [i for i, step in enumerate(steps) if step.role in _DECAY_ROLES]
-    lines += [_decay_rule(steps, i) for i in decays] or ["no weight decay"]
+    foreign = [step.name for step in steps if not step.role]
+    lines += [_decay_rule(steps, i) for i in decays] or (
+        [] if foreign else ["no weight decay"]
+    )
+    if foreign:
+        lines.append(
+            f"not built by wdchain: {', '.join(foreign)}; what it does with weight decay "
+            "is unknown"
+        )
     return "\n".join(lines)

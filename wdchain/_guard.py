@@ -65,9 +65,7 @@ def skip_nonfinite(
     if max_consecutive_errors is None:
         limit = NEVER
     else:
-        if isinstance(max_consecutive_errors, bool) or not isinstance(
-            max_consecutive_errors, int
-        ):
+        if not _validate.is_whole_number(max_consecutive_errors):
             raise ValueError(
                 f"{where}: max_consecutive_errors must be None or an int in "
                 f"[0, {NEVER}], got {max_consecutive_errors!r}"
@@ -76,7 +74,9 @@ def skip_nonfinite(
                               high=float(NEVER))
         limit = max_consecutive_errors
     guarded = optax.apply_if_finite(tx, limit)
-    inner = _recipe.recipe(tx) or ()
+    inner = _recipe.recipe(tx)
+    if inner is None:  # not built by wdchain: leave it unlabelled, so describe says so
+        return guarded
     shown = () if limit == NEVER else (("max_consecutive_errors", limit),)
     return _recipe.label(guarded, _recipe.Step("skip_nonfinite", "guard", shown), *inner)
 

@@ -44,7 +44,7 @@ def scale_by_learning_rate(learning_rate: Any) -> optax.GradientTransformation:
     _validate.check_schedule_or_number("scale_by_learning_rate", "learning_rate", learning_rate)
 
     def init_fn(params: Any) -> ScaleByLearningRateState:
-        del params
+        _tree.require_real("scale_by_learning_rate", params)
         return ScaleByLearningRateState(count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates: Any, state: ScaleByLearningRateState, params: Any = None):

@@ -58,6 +58,7 @@ def scale_by_momentum(
     undamped = _validate.is_static_zero(dampening)  # then (1 − τ) = 1 on every step
 
     def init_fn(params: Any) -> ScaleByMomentumState:
+        _tree.require_real(where, params)
         return ScaleByMomentumState(
             count=jnp.zeros([], jnp.int32), trace=_tree.zeros_like_params(params)
         )

@@ -15,6 +15,8 @@ params. Two things can still lose precision, and this module deals with both:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import inspect
 import warnings
@@ -35,6 +37,35 @@ def _hyperparam_dtype(tree: Any) -> Any:
     return jnp.result_type(jnp.float32, *dtypes)
 
 
+# Arguments that are never hyperparameters, though they may be callables (which optax
+# would take for schedules) or dtypes.
+_NEVER_INJECTED = ("mask", "schedule", "mu_dtype", "nu_dtype")
+
+
+def _spelled_out(
+    factory: Callable[..., Any], signature: inspect.Signature, args: tuple, kwargs: dict
+) -> tuple[Callable[..., Any], tuple, dict]:
+    """``factory`` and its call, with a ``**options`` argument spelled out by name.
+
+    optax reads the factory's signature to find the hyperparameters; ``build``'s
+    ``**options`` would hide them (and be passed on as ``options={}``).
+    """
+    bound = signature.bind(*args, **kwargs)  # a wrong argument fails here, not at init
+    variadic = [p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD]
+    if not variadic:
+        return factory, args, kwargs
+    flat = dict(bound.arguments)
+    flat.update(flat.pop(variadic[0], {}))
+
+    def call(**arguments: Any) -> Any:
+        return factory(**arguments)
+
+    call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY) for name in flat]
+    )
+    return call, (), flat
+
+
 def inject_hyperparams(
     inner_factory: Callable[..., optax.GradientTransformation],
     static_args: str | Iterable[str] = (),
@@ -50,6 +81,8 @@ def inject_hyperparams(
     Every numeric hyperparameter is injected, zeros included: an injected
     ``momentum=0`` keeps its (zero-momentum) buffer slot, so the state has one
     structure inside and outside ``jit``, and the value can be changed later.
+    ``mask``, ``schedule``, ``mu_dtype`` and ``nu_dtype`` are never injected (optax
+    would take a callable mask for a schedule), and ``build``'s options are.
 
     Args:
       inner_factory: a wdchain alias or transform factory (any optax one works).
@@ -72,12 +105,12 @@ def inject_hyperparams(
 
     @functools.wraps(inner_factory)
     def factory(*args: Any, **kwargs: Any) -> optax.GradientTransformationExtraArgs:
-        signature.bind(*args, **kwargs)  # a wrong argument fails here, not at init
+        inner, inner_args, inner_kwargs = _spelled_out(inner_factory, signature, args, kwargs)
+        names = set(inspect.signature(inner).parameters)
+        never = static | (names & set(_NEVER_INJECTED))
 
         def injected(dtype: Any) -> optax.GradientTransformationExtraArgs:
-            return optax.inject_hyperparams(inner_factory, static, dtype)(
-                *args, **kwargs
-            )
+            return optax.inject_hyperparams(inner, never, dtype)(*inner_args, **inner_kwargs)
 
         def init_fn(params: Any) -> Any:
             return injected(_hyperparam_dtype(params)).init(params)
@@ -87,7 +120,8 @@ def inject_hyperparams(
             return injected(dtype).update(updates, state, params, **extra_args)
 
         tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
-        return _recipe.label(tx, *(_recipe.recipe(inner_factory(*args, **kwargs)) or ()))
+        steps = _recipe.recipe(inner_factory(*args, **kwargs))
+        return tx if steps is None else _recipe.label(tx, *steps)
 
     return factory
 
@@ -117,6 +151,24 @@ def _relative_decay(steps: tuple[_recipe.Step, ...]) -> list[tuple[str, float]]:
 
 
 _WARNED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+# True while an outer optimizer's init runs: its recipe holds every inner step, so
+# the inner chains need not check (and warn) again.
+_INSIDE_INIT: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "wdchain_inside_init", default=False
+)
+
+
+@contextlib.contextmanager
+def outermost_check(tx: optax.GradientTransformation, params: Any):
+    """Checks ``tx``'s decay precision unless an enclosing init already did."""
+    if not _INSIDE_INIT.get():
+        check_decay_precision(tx, params)
+    token = _INSIDE_INIT.set(True)
+    try:
+        yield
+    finally:
+        _INSIDE_INIT.reset(token)
 
 
 def check_decay_precision(tx: optax.GradientTransformation, params: Any) -> bool:
@@ -231,14 +283,14 @@ def compensate_rounding(tx: optax.GradientTransformation) -> optax.GradientTrans
       Array([1.48438, 1.48438], dtype=bfloat16)
     """
     where = "compensate_rounding"
-    _WARNED.add(tx.init)  # the decay accumulates here: tx need not warn that it is lost
 
     def init_fn(params: Any) -> CompensateRoundingState:
         compensation = jax.tree.map(
             lambda p: jnp.zeros_like(p) if _is_low_precision(p) else jnp.zeros([], jnp.float32),
             params,
         )
-        return CompensateRoundingState(compensation, tx.init(params))
+        with outermost_check(wrapped, params):  # passes: the decay accumulates here
+            return CompensateRoundingState(compensation, tx.init(params))
 
     def update_fn(updates: Any, state: CompensateRoundingState, params: Any = None):
         _tree.require_params(where, params)
@@ -260,5 +312,7 @@ def compensate_rounding(tx: optax.GradientTransformation) -> optax.GradientTrans
         return new_updates, CompensateRoundingState(compensation, inner_state)
 
     wrapped = optax.GradientTransformation(init_fn, update_fn)
-    steps = (*(_recipe.recipe(tx) or ()), _recipe.Step(COMPENSATED, "precision"))
-    return _recipe.label(wrapped, *steps)
+    inner = _recipe.recipe(tx)
+    if inner is None:  # not built by wdchain: leave it unlabelled, so describe says so
+        return wrapped
+    return _recipe.label(wrapped, *inner, _recipe.Step(COMPENSATED, "precision"))

@@ -82,8 +82,8 @@ def chain(*transforms: optax.GradientTransformation) -> optax.GradientTransforma
     def init_fn(params: Any) -> Any:
         from wdchain import _precision  # imported here: _precision builds on this module
 
-        _precision.check_decay_precision(chained, params)
-        return inner.init(params)
+        with _precision.outermost_check(chained, params):
+            return inner.init(params)
 
     chained = optax.GradientTransformationExtraArgs(init_fn, inner.update)
     return label(chained, *steps)

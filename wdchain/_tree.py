@@ -170,7 +170,7 @@ def check_same_shapes(where: str, name_a: str, a: Any, name_b: str, b: Any) -> N
 
 
 def require_real(where: str, params: Any) -> None:
-    """Adaptive statistics are defined for real leaves only."""
+    """wdchain optimizes real leaves only: a complex one is refused, never skipped."""
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         if jnp.iscomplexobj(leaf):
             raise TypeError(

@@ -107,6 +107,26 @@ def check_flag(where: str, name: str, value: Any) -> None:
         raise ValueError(f"{where}: {name} must be True or False, got {value!r}")
 
 
+def check_float_dtype(where: str, name: str, dtype: Any) -> None:
+    """Checks a dtype to hold statistics in: None or a floating dtype."""
+    if dtype is None:
+        return
+    try:
+        floating = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
+    except TypeError:
+        floating = False
+    if not floating:
+        raise ValueError(
+            f"{where}: {name} must be a floating dtype (e.g. jnp.bfloat16) or None, "
+            f"got {dtype!r}"
+        )
+
+
+def is_whole_number(value: Any) -> bool:
+    """A Python or NumPy integer (not a bool)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def check_schedule_or_number(where: str, name: str, value: Any) -> None:
     """Checks a value that may be a number, a JAX scalar or a schedule (callable)."""
     if callable(value):

@@ -54,14 +54,20 @@ def _grid(text: str) -> np.ndarray:
     return np.array(sorted(set(values)))
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer ≥ 1, got {text!r}")
-    return value
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer ≥ {low}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
 
 
 def _writable_folder(text: str) -> Path:
@@ -96,7 +102,7 @@ def parser() -> argparse.ArgumentParser:
                        help=f"epochs per cell (default {DEFAULT_EPOCHS})")
     parse.add_argument("--model", choices=sorted(MODELS), default="mlp",
                        help="the Flax NNX model (default mlp)")
-    parse.add_argument("--seed", type=int, default=0,
+    parse.add_argument("--seed", type=_int_at_least(0), default=0,
                        help="data split, initial weights and batch order (default 0)")
     parse.add_argument("--out", type=_writable_folder, default="results",
                        help="output folder (default results/)")

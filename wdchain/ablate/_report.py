@@ -66,10 +66,10 @@ def basin_width(accuracy: np.ndarray) -> int:
 
 
 def separability(result: ArmResult) -> float:
-    """Slope of log λ*(lr) against log lr (NaN with fewer than 3 usable rows)."""
+    """Slope of log λ*(lr) against log lr (NaN with fewer than 3 usable rows or one λ)."""
     row_best = result.test_accuracy.max(axis=1)
     rows = np.flatnonzero(row_best >= row_best.max() - SEPARABILITY_POINTS / 100 - 1e-9)
-    if len(rows) < 3 or np.any(result.wds <= 0):
+    if len(rows) < 3 or len(result.wds) < 2 or np.any(result.wds <= 0):
         return math.nan
     best_wds = [
         result.wds[_best_index(result.test_accuracy[i], result.test_loss[i])] for i in rows
