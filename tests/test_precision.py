@@ -361,3 +361,13 @@ def test_nadam_state_keeps_its_dtype_with_float64_hyperparameters():
         state = tx.init(params)
         _, new_state = tx.update(params, state, params)
         assert jax.tree.map(lambda x: x.dtype, new_state) == jax.tree.map(lambda x: x.dtype, state)
+
+
+@pytest.mark.parametrize("beta2", [0.999, 0.9999, 0.99999])
+def test_radam_sma_length_is_accurate_in_float32(beta2):
+    from wdchain._adam_variants import _rho_t
+
+    t = np.arange(1, 200)
+    exact = 2 / (1 - beta2) - 1 - 2 * t * beta2**t / (1 - beta2**t)  # float64 closed form
+    got = np.asarray(_rho_t(beta2, jnp.asarray(t, jnp.int32), jnp.float32), np.float64)
+    np.testing.assert_allclose(got, exact, rtol=1e-6)  # the naive float32 form: 4e-4 to 1e-2
