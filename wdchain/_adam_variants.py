@@ -14,15 +14,9 @@ from wdchain import _recipe, _tree, _validate
 from wdchain._adaptive import _lerp
 
 
-def _scalar_dtype(params: Any) -> Any:
-    """float32, or float64 when a parameter is float64 (torch's scalar state dtype)."""
-    dtypes = [jnp.result_type(p) for p in jax.tree.leaves(params) if _tree.is_float(p)]
-    return jnp.result_type(jnp.float32, *dtypes) if dtypes else jnp.float32
-
-
 class ScaleByNadamState(NamedTuple):
     count: jax.Array  # int32 scalar: updates so far (t − 1)
-    mu_product: jax.Array  # scalar ∏ μ_k, in float32 (float64 for float64 params)
+    mu_product: jax.Array  # scalar ∏ μ_k: float32, float64 for float64 params (torch: its default dtype)
     mu: Any  # first moment m, one per leaf
     nu: Any  # second moment v, one per leaf
 
@@ -63,7 +57,7 @@ def scale_by_nadam(
         _tree.require_real(where, params)
         return ScaleByNadamState(
             count=jnp.zeros([], jnp.int32),
-            mu_product=jnp.ones([], _scalar_dtype(params)),
+            mu_product=jnp.ones([], _tree.scalar_dtype(params)),
             mu=_tree.zeros_like_params(params),
             nu=_tree.zeros_like_params(params),
         )

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from wdchain import _tree
+
 
 def _template(tx: optax.GradientTransformation, params: Any) -> Any:
     return jax.eval_shape(tx.init, params)
@@ -50,17 +52,10 @@ def state_signature(tx: optax.GradientTransformation, params: Any) -> str:
     return " ".join(_node_types(_template(tx, params)))
 
 
-def _key(entry: Any) -> str:
-    for attribute in ("name", "key", "idx"):
-        if hasattr(entry, attribute):
-            return str(getattr(entry, attribute))
-    return str(entry)
-
-
 def _by_path(tree: Any) -> dict[tuple[str, ...], Any]:
     """Leaves by container-independent path: ``state[2].mu["w"]`` -> ("2", "mu", "w")."""
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {tuple(_key(entry) for entry in path): leaf for path, leaf in flat}
+    return {tuple(_tree.key_name(entry) for entry in path): leaf for path, leaf in flat}
 
 
 def _show(path: tuple[str, ...]) -> str:

@@ -17,11 +17,10 @@ from wdchain import _validate
 
 
 def _check_positive(where: str, name: str, value: Any) -> None:
-    _validate.check_schedule_or_number(where, name, value)
-    if callable(value):
+    number = _validate.concrete_number(value)
+    if callable(value) or (number is not None and not number > 0):
         raise ValueError(f"{where}: {name} must be a number > 0, not a schedule, got {value!r}")
-    if _validate.concrete_number(value) == 0:
-        raise ValueError(f"{where}: {name} must be > 0, got {value!r}")
+    _validate.check_schedule_or_number(where, name, value)
 
 
 def paper_to_torch(weight_decay: Any, lr_peak: Any) -> Any:

@@ -37,15 +37,8 @@ def _value(leaf: Any) -> Any:
     return leaf.get_value() if _is_variable(leaf) else leaf
 
 
-def _key_name(key: Any) -> str:
-    for field in ("key", "name", "idx"):
-        if hasattr(key, field):
-            return str(getattr(key, field))
-    return str(key)
-
-
 def _leaf_name(path: tuple) -> str:
-    names = [_key_name(key) for key in path]
+    names = [_tree.key_name(key) for key in path]
     while names and names[-1] == "value":  # an nnx Variable seen through its value
         names.pop()
     return names[-1] if names else ""

@@ -31,12 +31,6 @@ import optax
 from wdchain import _recipe, _tree, _validate
 
 
-def _hyperparam_dtype(tree: Any) -> Any:
-    """float32, or a wider float dtype when a leaf of ``tree`` has one."""
-    dtypes = [jnp.result_type(leaf) for leaf in jax.tree.leaves(tree) if _tree.is_float(leaf)]
-    return jnp.result_type(jnp.float32, *dtypes)
-
-
 # Arguments that are never hyperparameters, though they may be callables (which optax
 # would take for schedules) or dtypes.
 _NEVER_INJECTED = ("mask", "schedule", "mu_dtype", "nu_dtype")
@@ -113,10 +107,10 @@ def inject_hyperparams(
             return optax.inject_hyperparams(inner, never, dtype)(*inner_args, **inner_kwargs)
 
         def init_fn(params: Any) -> Any:
-            return injected(_hyperparam_dtype(params)).init(params)
+            return injected(_tree.scalar_dtype(params)).init(params)
 
         def update_fn(updates: Any, state: Any, params: Any = None, **extra_args: Any):
-            dtype = _hyperparam_dtype(updates if params is None else params)
+            dtype = _tree.scalar_dtype(updates if params is None else params)
             return injected(dtype).update(updates, state, params, **extra_args)
 
         tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -60,6 +60,21 @@ def per_dtype(make: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return get
 
 
+def scalar_dtype(tree: Any) -> Any:
+    """float32, or a wider float dtype (float64) when a leaf of ``tree`` has one: the
+    dtype of scalar state and hyperparameters, never narrower than float32."""
+    dtypes = [jnp.result_type(leaf) for leaf in jax.tree.leaves(tree) if is_float(leaf)]
+    return jnp.result_type(jnp.float32, *dtypes)
+
+
+def key_name(entry: Any) -> str:
+    """A path entry (dict key, attribute, index) as plain text."""
+    for attribute in ("key", "name", "idx"):
+        if hasattr(entry, attribute):
+            return str(getattr(entry, attribute))
+    return str(entry)
+
+
 def value_at(value: Any, count: jax.Array) -> Any:
     """A hyperparameter's value at a step: ``value(count)`` for a schedule."""
     return value(count) if callable(value) else value
@@ -78,13 +93,13 @@ def zeros_like_params(params: Any, dtype: Any = None) -> Any:
     return jax.tree.map(zeros, params)
 
 
-def full_like_params(params: Any, value: Any, dtype: Any = None) -> Any:
+def full_like_params(params: Any, value: Any) -> Any:
     """Statistics initialised to ``value`` on float leaves (zero elsewhere)."""
 
     def full(p: Any) -> jax.Array:
         if not is_float(p):
             return jnp.zeros_like(p, jnp.result_type(p))
-        return jnp.full_like(p, value, dtype or jnp.result_type(p))
+        return jnp.full_like(p, value, jnp.result_type(p))
 
     return jax.tree.map(full, params)
 
