@@ -11,7 +11,7 @@ from typing import Any
 
 import optax
 
-from wdchain import _decay, _recipe, _validate
+from wdchain import _decay, _recipe, _tree, _validate
 from wdchain._adam_variants import scale_by_adamax, scale_by_nadam, scale_by_radam
 from wdchain._adaptive import scale_by_adagrad, scale_by_adam, scale_by_rms
 from wdchain._learning_rate import maximize as _maximize
@@ -87,8 +87,7 @@ def _adagrad_learning_rate(lr: Any, lr_decay: Any) -> Any:
         return lr
 
     def schedule(count: Any) -> Any:
-        base = lr(count) if callable(lr) else lr
-        return base / (1 + count * lr_decay)
+        return _tree.value_at(lr, count) / (1 + count * lr_decay)
 
     schedule.wdchain_name = "lr/(1 + t·lr_decay)"  # type: ignore[attr-defined]
     return schedule

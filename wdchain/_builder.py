@@ -107,9 +107,7 @@ def _multiplier(
                 "number and the multiplier as schedule="
             )
         return lr, None
-    _validate.check_schedule_or_number(where, "lr_peak", lr_peak)
-    if callable(lr_peak) or _validate.concrete_number(lr_peak) == 0:
-        raise ValueError(f"{where}: lr_peak must be a number > 0, got {lr_peak!r}")
+    _validate.check_positive_number(where, "lr_peak", lr_peak)
     return lr, _named(lambda count: _tree.value_at(lr, count) / lr_peak, "lr_t/lr_peak")
 
 
@@ -119,8 +117,7 @@ def _independent_decay(weight_decay: Any, eta: Callable[[Any], Any] | None) -> A
         return weight_decay
 
     def decay(count: Any) -> Any:
-        base = weight_decay(count) if callable(weight_decay) else weight_decay
-        return base * eta(count)
+        return _tree.value_at(weight_decay, count) * eta(count)
 
     return decay
 

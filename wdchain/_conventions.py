@@ -16,13 +16,6 @@ from typing import Any
 from wdchain import _validate
 
 
-def _check_positive(where: str, name: str, value: Any) -> None:
-    number = _validate.concrete_number(value)
-    if callable(value) or (number is not None and not number > 0):
-        raise ValueError(f"{where}: {name} must be a number > 0, not a schedule, got {value!r}")
-    _validate.check_schedule_or_number(where, name, value)
-
-
 def paper_to_torch(weight_decay: Any, lr_peak: Any) -> Any:
     r"""λ_torch = λ_paper / lr_peak: the paper's decay as torch's (decoupled) coefficient.
 
@@ -39,7 +32,7 @@ def paper_to_torch(weight_decay: Any, lr_peak: Any) -> Any:
       50.0
     """
     _validate.check_range("paper_to_torch", "weight_decay", weight_decay)
-    _check_positive("paper_to_torch", "lr_peak", lr_peak)
+    _validate.check_positive_number("paper_to_torch", "lr_peak", lr_peak)
     return weight_decay / lr_peak
 
 
@@ -55,7 +48,7 @@ def torch_to_paper(weight_decay: Any, lr_peak: Any) -> Any:
       1e-05
     """
     _validate.check_range("torch_to_paper", "weight_decay", weight_decay)
-    _check_positive("torch_to_paper", "lr_peak", lr_peak)
+    _validate.check_positive_number("torch_to_paper", "lr_peak", lr_peak)
     return weight_decay * lr_peak
 
 

@@ -203,9 +203,9 @@ def check_decay_precision(tx: optax.GradientTransformation, params: Any) -> bool
         return False
     lost = []
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        dtype = jnp.result_type(leaf)
-        if not _tree.is_float(leaf) or jnp.finfo(dtype).bits > 16:
+        if not _is_low_precision(leaf):
             continue
+        dtype = jnp.result_type(leaf)
         half_resolution = float(jnp.finfo(dtype).eps) / 2
         for term, value in decays:
             if value < half_resolution:

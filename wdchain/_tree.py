@@ -224,25 +224,31 @@ def resolve_mask(where: str, mask: Mask, params: Any) -> Any:
 
 
 def _mask_mismatch(mask_tree: Any, params: Any) -> str:
-    """The first mask path that the params do not have, for error messages."""
+    """The first path one of the two trees has and the other lacks, for error messages."""
     for path, _ in jax.tree_util.tree_flatten_with_path(mask_tree)[0]:
-        node = params
-        for key in path:
-            try:
-                node = _child(node, key)
-            except (KeyError, IndexError, TypeError, AttributeError):
-                return f"the mask has {jax.tree_util.keystr(path)}, the params do not"
+        if _missing_prefix(params, path) is not None:
+            return f"the mask has {jax.tree_util.keystr(path)}, the params do not"
     for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
-        node = mask_tree
-        for depth, key in enumerate(path):
-            if _is_mask_leaf(node):
-                break
-            try:
-                node = _child(node, key)
-            except (KeyError, IndexError, TypeError, AttributeError):
-                where = jax.tree_util.keystr(path[: depth + 1])
-                return f"the params have {where}, the mask does not"
+        missing = _missing_prefix(mask_tree, path, stop=_is_mask_leaf)
+        if missing is not None:
+            return f"the params have {jax.tree_util.keystr(missing)}, the mask does not"
     return f"mask {jax.tree.structure(mask_tree)} vs params {jax.tree.structure(params)}"
+
+
+def _missing_prefix(
+    tree: Any, path: tuple, stop: Callable[[Any], bool] = lambda node: False
+) -> tuple | None:
+    """The shortest prefix of ``path`` that ``tree`` does not have (None: it has the
+    path, or reaches a node where ``stop`` holds first)."""
+    node = tree
+    for depth, key in enumerate(path):
+        if stop(node):
+            return None
+        try:
+            node = _child(node, key)
+        except (KeyError, IndexError, TypeError, AttributeError):
+            return path[: depth + 1]
+    return None
 
 
 def _is_mask_leaf(node: Any) -> bool:

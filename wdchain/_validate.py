@@ -127,6 +127,14 @@ def is_whole_number(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def check_positive_number(where: str, name: str, value: Any) -> None:
+    """Checks a number (or JAX scalar) > 0; a schedule is refused."""
+    number = concrete_number(value)
+    if callable(value) or (number is not None and not number > 0):
+        raise ValueError(f"{where}: {name} must be a number > 0, not a schedule, got {value!r}")
+    check_schedule_or_number(where, name, value)
+
+
 def check_schedule_or_number(where: str, name: str, value: Any) -> None:
     """Checks a value that may be a number, a JAX scalar or a schedule (callable)."""
     if callable(value):
