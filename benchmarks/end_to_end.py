@@ -38,7 +38,7 @@ import optax
 
 import wdchain
 
-from step import time_interleaved  # noqa: E402  (benchmarks/ is the script's folder)
+from step import time_in_orders  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 class DeepMLP(nn.Module):
@@ -96,7 +96,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", type=int, default=128, help="Dense+LayerNorm blocks")
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=6, help="in all, split between orders")
+    parser.add_argument("--orders", type=int, default=2,
+                        help="build the implementations in forward and reversed order "
+                             "(see step.py)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -112,33 +115,35 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.layers} blocks, width {args.width}: {n / 1e6:.2f} M params in "
           f"{len(leaves)} leaves; packed: {layout.sizes}", flush=True)
 
-    impls = {
-        "tree": TrainStep(model, wdchain.adamw(1e-3, weight_decay=1e-2, mask=kernels_only),
-                          params, (x, y)),
-        "optax tree": TrainStep(model, optax.adamw(1e-3, weight_decay=1e-2, mask=kernels_only),
-                                params, (x, y)),
-        "packed": TrainStep(model, wdchain.adamw(1e-3, weight_decay=1e-2, mask=layout.mask),
-                            params, (x, y), layout),
+    makers = {
+        "tree": lambda: TrainStep(
+            model, wdchain.adamw(1e-3, weight_decay=1e-2, mask=kernels_only), params, (x, y)),
+        "optax tree": lambda: TrainStep(
+            model, optax.adamw(1e-3, weight_decay=1e-2, mask=kernels_only), params, (x, y)),
+        "packed": lambda: TrainStep(
+            model, wdchain.adamw(1e-3, weight_decay=1e-2, mask=layout.mask), params, (x, y),
+            layout),
     }
-    times = time_interleaved(impls, args.rounds, args.steps)
+    times, built = time_in_orders(makers, args.rounds, args.steps, args.orders)
     medians = {k: statistics.median(s for r in v for s in r) for k, v in times.items()}
     rows = {}
-    for name, impl in impls.items():
+    for name, impl in built.items():
         per_round = [statistics.median(a) / statistics.median(b)
                      for a, b in zip(times[name], times["tree"])]
         rows[name] = {
             "median_ms": medians[name] * 1e3,
             "time_vs_tree": statistics.median(per_round),
-            "compile_s": max(impl.first_call_s - medians[name], 0.0),
-            "peak_bytes": impl.peak_bytes,
-            "loss": float(impl.loss),
+            "compile_s": max(impl["first_call_s"] - medians[name], 0.0),
+            "peak_bytes": impl["peak_bytes"],
+            "loss": float(impl["loss"]),
         }
     for name, row in rows.items():
         row["compile_vs_tree"] = row["compile_s"] / max(rows["tree"]["compile_s"], 1e-9)
     lines = [
         f"Device: {jax.devices()[0].device_kind}; jax {jax.__version__}; {args.layers} blocks "
         f"of width {args.width} ({n / 1e6:.2f} M params, {len(leaves)} leaves), batch "
-        f"{args.batch}; {args.rounds} rounds × {args.steps} steps, interleaved.",
+        f"{args.batch}; {args.rounds} rounds × {args.steps} steps, interleaved, over "
+        f"{args.orders} construction orders.",
         "",
         "| implementation | step (ms) | × tree | compile (s) | compile × tree | peak (MB) |",
         "|---|---|---|---|---|---|",
