@@ -371,3 +371,39 @@ def test_radam_sma_length_is_accurate_in_float32(beta2):
     exact = 2 / (1 - beta2) - 1 - 2 * t * beta2**t / (1 - beta2**t)  # float64 closed form
     got = np.asarray(_rho_t(beta2, jnp.asarray(t, jnp.int32), jnp.float32), np.float64)
     np.testing.assert_allclose(got, exact, rtol=1e-6)  # the naive float32 form: 4e-4 to 1e-2
+
+
+_EXTREME_BETA2 = [0.0, 1 / 3, 0.6, 5 / 7, 0.9, 0.999, 1 - 1e-6, 1 - 1e-10, 1 - 1e-13,
+                  1 - 1e-15, float(np.nextafter(1.0, 0.0))]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("beta2", _EXTREME_BETA2)
+def test_radam_rectifies_exactly_where_rho_t_exceeds_5(beta2, dtype):
+    """The compiled step picks the rectified update where ρ_t > 5 and m̂ elsewhere, at
+    every step count, for β₂ from 0 to the last double below 1 (once, a folded constant
+    overflowed float32 for β₂ within 1e-13 of 1 and the step fell back to m̂)."""
+    from wdchain._adam_variants import ScaleByRadamState, _rho_t
+
+    counts = np.unique(np.concatenate([
+        np.arange(1, 40), np.geomspace(1, 2**31 - 1, 60).astype(np.int64), [2**31 - 1]]))
+    with jax.enable_x64(dtype == "float64"):
+        tx = wdchain.scale_by_radam((0.9, beta2), eps=0.0)
+        ones = jnp.ones(2, dtype)
+
+        def update_at(count):  # m = 0.5, v = 4 before the step; g = 1
+            state = ScaleByRadamState(count - 1, 0.5 * ones, 4.0 * ones)
+            return tx.update(ones, state)[0][0], _rho_t(beta2, count, dtype)
+
+        updates, rho = jax.jit(jax.vmap(update_at))(jnp.asarray(counts, jnp.int32))
+        updates, rho = np.asarray(updates, np.float64), np.asarray(rho, np.float64)
+    m_hat = (0.9 * 0.5 + 0.1) / (1 - 0.9 ** counts.astype(np.float64))
+    unrectified = np.isclose(updates, m_hat, rtol=1e-6, atol=0)
+    # Rectified: m̂·r_t·√(1−β₂ᵗ)/√v, with r_t ≤ 1 and √v ≥ 1 here, never within 1e-6 of m̂
+    # unless r_t·√(1−β₂ᵗ)/√v rounds to 1; the test below is about which branch runs.
+    v = beta2 * 4.0 + (1 - beta2)
+    rectified_is_m_hat = np.isclose(np.sqrt(1 - beta2 ** counts.astype(np.float64)) / np.sqrt(v),
+                                    1.0, rtol=1e-6)
+    decisive = ~rectified_is_m_hat
+    np.testing.assert_array_equal(unrectified[decisive], (rho <= 5)[decisive])
+    assert np.all(np.isfinite(updates))

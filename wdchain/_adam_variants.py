@@ -186,11 +186,16 @@ def scale_by_radam(
             bc2 = _tree.bias_correction(beta2, count, dtype)
             rho_inf = _rho_inf(beta2, dtype)
             rho_t = _rho_t(beta2, count, dtype)
-            ratio = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
-            # w = r_t·√(1−β₂ᵗ) where ρ_t > 5, else 0 (and w > 0 exactly where ρ_t > 5).
-            # Ending in a square root, it is computed once: XLA copies cheap scalar
-            # arithmetic (ρ_t's ~30 operations) into every leaf's kernel, not a sqrt.
-            return 1 / bc1, jnp.sqrt(jnp.where(rho_t > 5, ratio * bc2, 0.0))
+            # r_t² as three bounded factors: the product (ρ∞−4)(ρ∞−2)ρ_t overflows
+            # float32 for β₂ within ~1e-13 of 1 once XLA folds its constants.
+            ratio = ((rho_t - 4) / (rho_inf - 4)) * ((rho_t - 2) / (rho_inf - 2)) * (
+                rho_inf / rho_t)
+            # w = r_t·√(1−β₂ᵗ) where ρ_t > 5, else 0; held at or above the smallest normal
+            # number where ρ_t > 5, so w > 0 exactly there. One scalar ending in a square
+            # root: XLA computes it once, where it copies cheap scalar arithmetic (ρ_t's
+            # ~30 operations, a ρ_t > 5 test) into every leaf's kernel.
+            tiny = jnp.finfo(dtype).tiny
+            return 1 / bc1, jnp.sqrt(jnp.where(rho_t > 5, jnp.maximum(ratio * bc2, tiny), 0.0))
 
         scalars = _tree.per_dtype(rectification)
 
