@@ -38,7 +38,7 @@ import optax
 
 import wdchain
 
-from step import time_in_orders  # noqa: E402  (benchmarks/ is the script's folder)
+from step import rounds_per_order, time_in_orders  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 class DeepMLP(nn.Module):
@@ -101,8 +101,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="build the implementations in forward and reversed order "
                              "(see step.py)")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW's learning rate")
+    parser.add_argument("--weight-decay", type=float, default=1e-2,
+                        help="AdamW's decay, on the kernels only")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    for option in ("layers", "width", "batch", "rounds", "orders", "steps"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option} must be >= 1, got {getattr(args, option)}")
+    lr, wd = args.lr, args.weight_decay
 
     model = DeepMLP(args.layers, args.width)
     key_x, key_y, key_init = jax.random.split(jax.random.PRNGKey(0), 3)
@@ -117,11 +124,11 @@ def main(argv: list[str] | None = None) -> None:
 
     makers = {
         "tree": lambda: TrainStep(
-            model, wdchain.adamw(1e-3, weight_decay=1e-2, mask=kernels_only), params, (x, y)),
+            model, wdchain.adamw(lr, weight_decay=wd, mask=kernels_only), params, (x, y)),
         "optax tree": lambda: TrainStep(
-            model, optax.adamw(1e-3, weight_decay=1e-2, mask=kernels_only), params, (x, y)),
+            model, optax.adamw(lr, weight_decay=wd, mask=kernels_only), params, (x, y)),
         "packed": lambda: TrainStep(
-            model, wdchain.adamw(1e-3, weight_decay=1e-2, mask=layout.mask), params, (x, y),
+            model, wdchain.adamw(lr, weight_decay=wd, mask=layout.mask), params, (x, y),
             layout),
     }
     times, built = time_in_orders(makers, args.rounds, args.steps, args.orders)
@@ -136,13 +143,15 @@ def main(argv: list[str] | None = None) -> None:
             "compile_s": max(impl["first_call_s"] - medians[name], 0.0),
             "peak_bytes": impl["peak_bytes"],
             "loss": float(impl["loss"]),
+            "rounds": len(times[name]),
         }
     for name, row in rows.items():
         row["compile_vs_tree"] = row["compile_s"] / max(rows["tree"]["compile_s"], 1e-9)
     lines = [
         f"Device: {jax.devices()[0].device_kind}; jax {jax.__version__}; {args.layers} blocks "
         f"of width {args.width} ({n / 1e6:.2f} M params, {len(leaves)} leaves), batch "
-        f"{args.batch}; {args.rounds} rounds × {args.steps} steps, interleaved, over "
+        f"{args.batch}; {args.orders * rounds_per_order(args.rounds, args.orders)} rounds × "
+        f"{args.steps} steps, interleaved, over "
         f"{args.orders} construction orders.",
         "",
         "| implementation | step (ms) | × tree | compile (s) | compile × tree | peak (MB) |",

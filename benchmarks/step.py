@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import gc
 import json
 import os
 import platform
@@ -215,6 +216,9 @@ class TorchStep:
         import torch
 
         self.torch, self.device = torch, device
+        if device == "cuda":  # the peak of this step alone, whatever else is allocated
+            torch.cuda.reset_peak_memory_stats()
+            already = torch.cuda.memory_allocated()
         generator = torch.Generator(device="cpu").manual_seed(0)
         self.params = []
         for shape in shapes.values():
@@ -222,15 +226,15 @@ class TorchStep:
             p.grad = 1e-3 * torch.randn(shape, generator=generator).to(device)
             self.params.append(p)
         self.optimizer = make(self.params, **impl)
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         self.step()
         self.first_call_s = time.perf_counter() - start
         self.live_bytes = 2 * sum(p.nbytes for p in self.params) + sum(
             t.nbytes for s in self.optimizer.state.values() for t in s.values()
             if torch.is_tensor(t) and t.dim() > 0)
-        self.peak_bytes = torch.cuda.max_memory_allocated() if device == "cuda" else None
+        self.peak_bytes = None
+        if device == "cuda":
+            self.peak_bytes = torch.cuda.max_memory_allocated() - already
 
     def step(self) -> None:
         self.optimizer.step()
@@ -257,10 +261,20 @@ def time_interleaved(
 
 
 def construction_orders(names: list[str], count: int) -> list[list[str]]:
-    """``count`` orders to build the implementations in: forward, reversed, rotations."""
-    orders = [names, names[::-1]]
-    orders += [names[k % len(names):] + names[:k % len(names)] for k in range(2, count)]
-    return orders[:count]
+    """``count`` orders to build the implementations in: the k-th rotation of ``names``
+    (k = 0, 1, …), forward and then reversed, so an even count puts every
+    implementation first and last equally often (two: forward, reversed)."""
+    orders = []
+    for k in range(count):
+        shift = (k // 2) % len(names)
+        rotated = names[shift:] + names[:shift]
+        orders.append(rotated if k % 2 == 0 else rotated[::-1])
+    return orders
+
+
+def rounds_per_order(rounds: int, orders: int) -> int:
+    """``--rounds`` split between the orders, rounded up: orders × this many run."""
+    return max(1, -(-rounds // orders))
 
 
 def time_in_orders(
@@ -272,12 +286,13 @@ def time_in_orders(
     one compiled first runs a many-leaf step up to 10 % faster than the last (the same
     optimizer compiled three times: 27.5, 29.3 and 30.3 ms, and the reverse when built
     in reverse), whatever the order the buffers were allocated in. Building in
-    forward and reversed order and pooling the rounds cancels that bias. Returns the
-    per-round step times (``ceil(rounds / orders)`` rounds per order, ratios to be
-    taken within a round) and, per implementation, the record (first call, peak and
-    live bytes, last loss, where the implementation has them) of its fastest first call.
+    forward and reversed order and pooling the rounds cancels that bias
+    (``benchmarks/compile_order.py`` measures it). Returns the per-round step times
+    (:func:`rounds_per_order` rounds per order, ratios to be taken within a round) and,
+    per implementation, the record (first call, peak and live bytes, last loss, where
+    the implementation has them) of its fastest first call.
     """
-    per_order = max(1, -(-rounds // orders))
+    per_order = rounds_per_order(rounds, orders)
     times: dict[str, list[list[float]]] = {name: [] for name in makers}
     built: dict[str, dict[str, Any]] = {}
     for order in construction_orders(list(makers), orders):
@@ -287,13 +302,22 @@ def time_in_orders(
         impls = {name: impls[name] for name in makers}  # time in the table's order
         for name, samples in time_interleaved(impls, per_order, steps).items():
             times[name] += samples
-        for name, impl in impls.items():
-            record = {key: getattr(impl, key, None) for key in
+        for name in makers:
+            record = {key: getattr(impls[name], key, None) for key in
                       ("first_call_s", "peak_bytes", "live_bytes", "loss")}
             if name not in built or record["first_call_s"] < built[name]["first_call_s"]:
                 built[name] = record
-        del impls  # free this order's buffers before the next builds its own
+        del impls  # free this order's buffers before the next order builds its own
+        release_memory()
     return times, built
+
+
+def release_memory() -> None:
+    """Frees what dropped implementations held, torch's cached CUDA blocks included."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def copy_seconds(n: int, rounds: int, steps: int) -> float:
@@ -359,8 +383,8 @@ def bench_tree(tree: str, args: argparse.Namespace, device: str | None) -> dict[
         if device is not None and spec.torch is not None:
             for label, kwargs in (("torch foreach", {"foreach": True}),
                                   ("torch fused", {"fused": True})):
-                try:
-                    TorchStep(spec.torch, shapes, device, **kwargs)
+                try:  # is this option supported here? Probed on one small tensor
+                    TorchStep(spec.torch, {"probe": (8,)}, device, **kwargs)
                 except (RuntimeError, TypeError, ValueError) as error:
                     print(f"  {name} {label}: skipped ({error})".splitlines()[0])
                     continue
@@ -409,8 +433,8 @@ def markdown(results: dict[str, Any]) -> str:
     env = results["environment"]
     lines = [
         f"Device: {env['device']} ({env['platform']}); jax {env['jax']}, optax {env['optax']}, "
-        f"torch {env['torch']}; size {env['size']}; {env['rounds']} rounds × {env['steps']} "
-        f"steps, interleaved, over {env['orders']} construction orders.",
+        f"torch {env['torch']}; size {env['size']}; {env['rounds_run']} rounds × "
+        f"{env['steps']} steps, interleaved, over {env['orders']} construction orders.",
         "",
         "| tree | optimizer | implementation | step (ms) | × optax (quartiles over rounds) | "
         "GB/s | % of copy | compile (s) | compile × optax | peak / (p+g+state) |",
@@ -529,7 +553,9 @@ def main(argv: list[str] | None = None) -> None:
             "cpu_count": os.cpu_count(), "python": platform.python_version(),
             "jax": jax.__version__, "optax": optax.__version__, "torch": torch_version,
             "torch_device": device, "size": args.size, "rounds": args.rounds,
-            "steps": args.steps, "orders": args.orders, "argv": sys.argv[1:],
+            "steps": args.steps, "orders": args.orders,
+            "rounds_run": args.orders * rounds_per_order(args.rounds, args.orders),
+            "argv": sys.argv[1:],
         },
         "trees": {},
     }

@@ -21,26 +21,30 @@ BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
 def scripts():
     sys.path.insert(0, str(BENCHMARKS))
     try:
+        import compile_order
         import end_to_end
         import step
 
-        yield step, end_to_end
+        yield step, end_to_end, compile_order
     finally:
         sys.path.remove(str(BENCHMARKS))
+        for name in ("step", "end_to_end", "compile_order"):
+            sys.modules.pop(name, None)
 
 
 def test_step_benchmark_reports_every_implementation_on_every_tree(scripts, tmp_path):
-    step, _ = scripts
-    step.main(["--size", "smoke", "--optimizers", "adamw,sgd_momentum", "--rounds", "2",
+    step, _, _ = scripts
+    step.main(["--size", "smoke", "--optimizers", "adamw,sgd_momentum", "--rounds", "3",
                "--steps", "1", "--torch", "on", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "step.json").read_text())
+    assert results["environment"]["rounds_run"] == 4  # 3 rounds over 2 orders: 2 each
     assert set(results["trees"]) == {"huge", "gpt2", "tiny"}
     assert results["trees"]["gpt2"]["leaves"] == 148
     for tree in results["trees"].values():
         for name, rows in tree["optimizers"].items():
             assert {"optax", "wdchain", "wdchain packed", "torch foreach"} <= set(rows), name
-            assert rows["optax"]["time_vs_optax"] == 1.0
             for row in rows.values():
+                assert len(row["time_vs_optax_per_round"]) == 4  # both orders pooled
                 assert row["median_ms"] > 0 and math.isfinite(row["time_vs_optax"])
             for label in ("wdchain", "wdchain packed"):
                 # Donated params and state: no buffer beyond params + grads + state.
@@ -48,19 +52,46 @@ def test_step_benchmark_reports_every_implementation_on_every_tree(scripts, tmp_
     assert "| gpt2 (" in (tmp_path / "step.md").read_text()
 
 
-def test_step_benchmark_refuses_an_unknown_optimizer(scripts):
-    step, _ = scripts
+@pytest.mark.parametrize("argv", [["--optimizers", "adamx"], ["--orders", "0"],
+                                  ["--rounds", "0"]])
+def test_step_benchmark_refuses_bad_arguments(scripts, argv, capsys):
+    step, _, _ = scripts
     with pytest.raises(SystemExit):
-        step.main(["--size", "smoke", "--optimizers", "adamx"])
+        step.main(["--size", "smoke", *argv])
+    assert argv[0] in capsys.readouterr().err
+
+
+def test_construction_orders_put_each_implementation_first_and_last_alike(scripts):
+    step, _, _ = scripts
+    assert step.construction_orders(["a", "b", "c"], 2) == [["a", "b", "c"], ["c", "b", "a"]]
+    orders = step.construction_orders(["a", "b", "c"], 6)
+    assert len({tuple(o) for o in orders}) == 6
+    for name in "abc":
+        assert sum(o[0] == name for o in orders) == sum(o[-1] == name for o in orders) == 2
+    assert step.rounds_per_order(5, 2) == 3 and step.rounds_per_order(1, 4) == 1
+
+
+def test_compile_order_script_runs(scripts, capsys):
+    _, _, compile_order = scripts
+    compile_order.main(["--copies", "2", "--leaves", "3", "--rounds", "2", "--steps", "1"])
+    assert "compiled #2" in capsys.readouterr().out
 
 
 def test_end_to_end_packed_and_tree_train_alike(scripts, tmp_path):
-    _, end_to_end = scripts
-    end_to_end.main(["--layers", "3", "--width", "16", "--batch", "8", "--rounds", "2",
-                     "--steps", "2", "--out", str(tmp_path)])
-    rows = json.loads((tmp_path / "end_to_end.json").read_text())["rows"]
-    assert set(rows) == {"tree", "optax tree", "packed"}
-    # Every implementation ran the same number of steps from the same init.
-    assert rows["packed"]["loss"] == pytest.approx(rows["tree"]["loss"], rel=1e-5)
-    assert rows["optax tree"]["loss"] == pytest.approx(rows["tree"]["loss"], rel=1e-5)
-    assert rows["tree"]["loss"] != pytest.approx(0.0)
+    _, end_to_end, _ = scripts
+
+    def losses(weight_decay):
+        end_to_end.main(["--layers", "3", "--width", "16", "--batch", "8", "--rounds", "2",
+                         "--steps", "2", "--lr", "0.05", "--weight-decay", str(weight_decay),
+                         "--out", str(tmp_path)])
+        rows = json.loads((tmp_path / "end_to_end.json").read_text())["rows"]
+        assert set(rows) == {"tree", "optax tree", "packed"}
+        assert all(row["rounds"] == 2 for row in rows.values())
+        return {name: row["loss"] for name, row in rows.items()}
+
+    # Every implementation ran the same 7 steps from the same init, at a learning rate
+    # and decay large enough that another mask or decay would show.
+    decayed, undecayed = losses(5.0), losses(0.0)
+    assert decayed["packed"] == pytest.approx(decayed["tree"], rel=1e-5)
+    assert decayed["optax tree"] == pytest.approx(decayed["tree"], rel=1e-5)
+    assert abs(decayed["tree"] - undecayed["tree"]) > 1e-3 * abs(undecayed["tree"])
