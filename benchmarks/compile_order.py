@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from step import random_tree, time_interleaved  # noqa: E402  (benchmarks/ is the script's folder)
+from step import (  # noqa: E402  (benchmarks/ is the script's folder)
+    median_step, per_round_ratios, random_tree, require_at_least_one, time_interleaved)
 
 
 class CompiledFirst:
@@ -55,9 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--steps", type=int, default=4)
     args = parser.parse_args(argv)
-    for option in ("copies", "leaves", "rounds", "steps"):
-        if getattr(args, option) < 1:
-            parser.error(f"--{option} must be >= 1, got {getattr(args, option)}")
+    require_at_least_one(parser, args, ("copies", "leaves", "rounds", "steps"))
     shapes = {f"leaf{i:05d}": (4096,) for i in range(args.leaves)}
     params, grads = random_tree(shapes, seed=0), random_tree(shapes, seed=1, scale=1e-3)
     copies = {f"compiled #{i + 1}": CompiledFirst(params, grads) for i in range(args.copies)}
@@ -66,9 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     times = time_interleaved(copies, args.rounds, args.steps)
     first = next(iter(copies))
     for name, rounds in times.items():
-        ratios = [statistics.median(a) / statistics.median(b)
-                  for a, b in zip(rounds, times[first])]
-        print(f"{name}: {1e3 * statistics.median(s for r in rounds for s in r):.2f} ms, "
+        ratios = per_round_ratios(times, name, first)
+        print(f"{name}: {1e3 * median_step(rounds):.2f} ms, "
               f"{statistics.median(ratios):.3f}× the first")
 
 

@@ -38,7 +38,8 @@ import optax
 
 import wdchain
 
-from step import rounds_per_order, time_in_orders  # noqa: E402  (benchmarks/ is the script's folder)
+from step import (  # noqa: E402  (benchmarks/ is the script's folder)
+    median_step, per_round_ratios, require_at_least_one, rounds_per_order, time_in_orders)
 
 
 class DeepMLP(nn.Module):
@@ -106,9 +107,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="AdamW's decay, on the kernels only")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    for option in ("layers", "width", "batch", "rounds", "orders", "steps"):
-        if getattr(args, option) < 1:
-            parser.error(f"--{option} must be >= 1, got {getattr(args, option)}")
+    require_at_least_one(parser, args, ("layers", "width", "batch", "rounds", "orders", "steps"))
     lr, wd = args.lr, args.weight_decay
 
     model = DeepMLP(args.layers, args.width)
@@ -132,11 +131,10 @@ def main(argv: list[str] | None = None) -> None:
             layout),
     }
     times, built = time_in_orders(makers, args.rounds, args.steps, args.orders)
-    medians = {k: statistics.median(s for r in v for s in r) for k, v in times.items()}
+    medians = {name: median_step(rounds) for name, rounds in times.items()}
     rows = {}
     for name, impl in built.items():
-        per_round = [statistics.median(a) / statistics.median(b)
-                     for a, b in zip(times[name], times["tree"])]
+        per_round = per_round_ratios(times, name, "tree")
         rows[name] = {
             "median_ms": medians[name] * 1e3,
             "time_vs_tree": statistics.median(per_round),

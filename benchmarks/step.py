@@ -260,6 +260,25 @@ def time_interleaved(
     return times
 
 
+def median_step(rounds: list[list[float]]) -> float:
+    """The median of every step of every round."""
+    return statistics.median(s for samples in rounds for s in samples)
+
+
+def per_round_ratios(times: dict[str, list[list[float]]], name: str, reference: str) -> list[float]:
+    """Per round, ``name``'s median step over ``reference``'s: a ratio of neighbours in time."""
+    return [statistics.median(a) / statistics.median(b)
+            for a, b in zip(times[name], times[reference])]
+
+
+def require_at_least_one(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                         options: tuple[str, ...]) -> None:
+    """Stops with the parser's usage error when a count option is below 1."""
+    for option in options:
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
+
+
 def construction_orders(names: list[str], count: int) -> list[list[str]]:
     """``count`` orders to build the implementations in: the k-th rotation of ``names``
     (k = 0, 1, …), forward and then reversed, so an even count puts every
@@ -403,12 +422,10 @@ def bench_tree(tree: str, args: argparse.Namespace, device: str | None) -> dict[
 
 
 def summarize(built, times, n, bytes_per_param, copy_gbps) -> dict[str, dict[str, Any]]:
-    medians = {name: statistics.median(s for r in rounds for s in r)
-               for name, rounds in times.items()}
+    medians = {name: median_step(rounds) for name, rounds in times.items()}
     rows = {}
     for name, impl in built.items():
-        per_round = [statistics.median(a) / statistics.median(b)
-                     for a, b in zip(times[name], times["optax"])]
+        per_round = per_round_ratios(times, name, "optax")
         gbps = bytes_per_param * n / medians[name] / 1e9
         compile_s = max(impl["first_call_s"] - medians[name], 0.0)
         optax_compile = max(built["optax"]["first_call_s"] - medians["optax"], 1e-9)
@@ -521,8 +538,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-packed", dest="packed", action="store_false",
                         help="leave out wdchain on a PackedLayout")
     parser.add_argument("--orders", type=int, default=2,
-                        help="build the implementations this many times, in forward, "
-                             "reversed, then rotated order, and pool the rounds: cancels "
+                        help="build the implementations this many times, in rotated "
+                             "orders, each forward then reversed, and pool the rounds: cancels "
                              "the advantage of the first-compiled executable (default 2)")
     parser.add_argument("--compile-repeats", type=int, default=1,
                         help="compile each step this many times and keep the fastest")
@@ -530,9 +547,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="also measure AdamW with bfloat16 moments against float32 ones")
     parser.add_argument("--out", default=None, help="folder for step.json and step.md")
     args = parser.parse_args(argv)
-    for option in ("rounds", "steps", "orders", "compile_repeats"):
-        if getattr(args, option) < 1:
-            parser.error(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
+    require_at_least_one(parser, args, ("rounds", "steps", "orders", "compile_repeats"))
     args.trees = [t for t in args.trees.split(",") if t]
     args.optimizers = [o for o in args.optimizers.split(",") if o]
     unknown = [o for o in args.optimizers if o not in OPTIMIZERS]
