@@ -323,8 +323,35 @@ def test_unknown_names_list_the_valid_ones() -> None:
         wdchain.build("adam", decay="adamw")
     with pytest.raises(ValueError, match="unknown option.*nesterov.*'adam'.*betas, eps, amsgrad"):
         wdchain.build("adam", nesterov=True)
-    with pytest.raises(ValueError, match="preconditioner 'sgd'; its options are: none"):
+    with pytest.raises(ValueError, match="preconditioner 'sgd'; its options are: none. "
+                                         r"For SGD with momentum use build\(\"momentum\""):
         wdchain.build("sgd", momentum=0.9)
+
+
+def test_optax_inject_hyperparams_of_build_equals_build() -> None:
+    """optax binds ``**options`` as one argument named ``options``; build unpacks it."""
+    params = {"w": jnp.array([1.0, -2.0]), "b": jnp.array([0.5])}
+    grads = {"w": jnp.array([0.3, 0.1]), "b": jnp.array([-1.0])}
+    kwargs = {"decay": "decoupled", "lr": 0.1, "weight_decay": 0.2, "betas": (0.8, 0.99),
+              "eps": 1e-6}
+    injected = optax.inject_hyperparams(wdchain.build)("adam", **kwargs)
+    plain = wdchain.build("adam", **kwargs)
+    state = injected.init(params)
+    assert set(state.hyperparams) >= {"lr", "weight_decay"}
+    ours, _ = injected.update(grads, state, params)
+    theirs, _ = plain.update(grads, plain.init(params), params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), ours, theirs)
+    with pytest.raises(ValueError, match="unknown option.*nesterov"):
+        optax.inject_hyperparams(wdchain.build)("adam", nesterov=True).init(params)
+
+
+def test_registry_is_what_build_reads() -> None:
+    """Every entry's defaults are build's defaults, and PRECONDITIONERS is its keys."""
+    assert wdchain.PRECONDITIONERS == tuple(wdchain._registry.REGISTRY)
+    for name, entry in wdchain._registry.REGISTRY.items():
+        assert entry.name == name
+        with pytest.raises(ValueError, match=f"options are: {', '.join(entry.options) or 'none'}"):
+            wdchain.build(name, not_an_option=1)
 
 
 def test_schedule_arguments_are_checked() -> None:

@@ -19,54 +19,13 @@ from typing import Any
 
 import optax
 
-from wdchain import _decay, _recipe, _tree, _validate
-from wdchain._adam_variants import scale_by_adamax, scale_by_nadam, scale_by_radam
-from wdchain._adaptive import scale_by_adagrad, scale_by_adam, scale_by_rms
-from wdchain._aliases import _adagrad_learning_rate
+from wdchain import _decay, _recipe, _registry, _tree, _validate
 from wdchain._learning_rate import maximize as _maximize
 from wdchain._learning_rate import scale_by_learning_rate
-from wdchain._momentum import scale_by_momentum
 
 PLACEMENTS = ("none", "l2", "decoupled", "independent", "constant")
-
-# Each preconditioner's options with torch's defaults (the "momentum" preconditioner
-# is torch's SGD with momentum; its μ defaults to 0.9 since μ = 0 is plain "sgd").
-_OPTIONS: dict[str, dict[str, Any]] = {
-    "sgd": {},
-    "momentum": {"momentum": 0.9, "dampening": 0.0, "nesterov": False},
-    "adagrad": {"eps": 1e-10, "initial_accumulator_value": 0.0, "lr_decay": 0.0},
-    "rmsprop": {"alpha": 0.99, "eps": 1e-8, "centered": False, "momentum": 0.0},
-    "adam": {"betas": (0.9, 0.999), "eps": 1e-8, "amsgrad": False, "mu_dtype": None,
-             "nu_dtype": None},
-    "nadam": {"betas": (0.9, 0.999), "eps": 1e-8, "momentum_decay": 4e-3},
-    "radam": {"betas": (0.9, 0.999), "eps": 1e-8},
-    "adamax": {"betas": (0.9, 0.999), "eps": 1e-8},
-}
-PRECONDITIONERS = tuple(_OPTIONS)
-
-
-def _preconditioner(name: str, o: dict[str, Any]) -> tuple[optax.GradientTransformation, ...]:
-    """The preconditioner's transforms (its chain slot), from its full options."""
-    if name == "sgd":
-        return (_recipe.nothing(),)
-    if name == "momentum":
-        return (scale_by_momentum(o["momentum"], o["dampening"], o["nesterov"]),)
-    if name == "adagrad":
-        return (scale_by_adagrad(o["eps"], o["initial_accumulator_value"]),)
-    if name == "rmsprop":
-        has_momentum = not _validate.is_static_zero(o["momentum"])
-        return (
-            scale_by_rms(o["alpha"], o["eps"], o["centered"]),
-            scale_by_momentum(o["momentum"]) if has_momentum else _recipe.nothing(),
-        )
-    if name == "adam":
-        return (scale_by_adam(o["betas"], o["eps"], o["amsgrad"], mu_dtype=o["mu_dtype"],
-                              nu_dtype=o["nu_dtype"]),)
-    if name == "nadam":
-        return (scale_by_nadam(o["betas"], o["eps"], o["momentum_decay"]),)
-    if name == "radam":
-        return (scale_by_radam(o["betas"], o["eps"]),)
-    return (scale_by_adamax(o["betas"], o["eps"]),)
+PRECONDITIONERS = _registry.PRECONDITIONERS
+REGISTRY = _registry.REGISTRY
 
 
 def _named(fn: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
@@ -207,35 +166,28 @@ def build(
       Array([-0.6,  0.9], dtype=float32)
     """
     where = "build"
-    if preconditioner not in _OPTIONS:
-        raise ValueError(
-            f"{where}: unknown preconditioner {preconditioner!r}; use one of "
-            f"{', '.join(PRECONDITIONERS)}"
-        )
+    entry = _registry.lookup(where, preconditioner)
     if decay not in PLACEMENTS:
         raise ValueError(
             f"{where}: unknown decay {decay!r}; use one of {', '.join(PLACEMENTS)}"
         )
-    unknown = sorted(set(options) - set(_OPTIONS[preconditioner]))
-    if unknown:
-        valid = ", ".join(_OPTIONS[preconditioner]) or "none"
-        raise ValueError(
-            f"{where}: unknown option(s) {', '.join(unknown)} for preconditioner "
-            f"{preconditioner!r}; its options are: {valid}"
-        )
+    nested = options.pop("options", None)
+    if isinstance(nested, dict):  # optax.inject_hyperparams passes **options as one dict
+        options = {**nested, **options}
+    elif nested is not None:
+        options["options"] = nested  # refused below as an unknown option
+    full_options = entry.full_options(where, options)
     _validate.check_schedule_or_number(where, "lr", lr)
     _validate.check_schedule_or_number(where, "weight_decay", weight_decay)
     _validate.check_flag(where, "maximize", maximize)
     _validate.check_mask(where, mask)
-    full_options = {**_OPTIONS[preconditioner], **options}
 
     learning_rate, eta = _multiplier(lr, schedule, lr_peak, decay)
-    lr_decay = full_options.pop("lr_decay", 0.0)
-    if not _validate.is_static_zero(lr_decay):
-        _validate.check_range(where, "lr_decay", lr_decay)
-        learning_rate = _adagrad_learning_rate(learning_rate, lr_decay)
-        eta = _adagrad_learning_rate(eta or 1.0, lr_decay)
-        eta.wdchain_name = "η_t"  # type: ignore[union-attr]
+    learning_rate = entry.learning_rate(learning_rate, full_options)
+    if entry.eta is not None:
+        eta = entry.eta(eta, full_options)
+        if callable(eta):
+            eta.wdchain_name = "η_t"  # type: ignore[union-attr]
 
     def slot(placement: str) -> Any:
         return weight_decay if decay == placement else 0.0
@@ -249,8 +201,10 @@ def build(
     return _recipe.chain(
         _maximize() if maximize else _recipe.nothing(),
         _decay.add_l2_to_grad(slot("l2"), mask),
-        *_preconditioner(preconditioner, full_options),
+        *entry.transforms(full_options, learning_rate),
         _decay.decoupled_weight_decay(slot("decoupled"), mask),
+        *entry.inside(full_options),
         scale_by_learning_rate(learning_rate),
         independent_tx,
+        *entry.tail(full_options),
     )

@@ -1,0 +1,244 @@
+"""The preconditioners of ``build``: one table, one entry each.
+
+Each entry holds everything wdchain knows about a preconditioner: its options with
+their defaults, their validation, the transforms that fill its chain slots, its
+torch.optim name and alias when it has them, and a one-line summary. ``build``,
+``describe``'s users, the ablation runner's arm parser and the contract suite all read
+this table, so adding a preconditioner is one entry here (plus its tests).
+
+Reading it::
+
+    entry = REGISTRY["adam"]            # or lookup("build", "adam")
+    entry.options                       # {"betas": (0.9, 0.999), "eps": 1e-8, ...}
+    entry.torch, entry.alias            # "Adam", "adam"  (None where torch has none)
+
+An entry fills up to three slots of the fixed chain ``build`` makes::
+
+    chain(sign, add_l2_to_grad, *transforms, decoupled_weight_decay, *inside,
+          scale_by_learning_rate(learning_rate(lr)), independent_weight_decay, *tail)
+
+``inside`` sits between the decoupled decay and the learning rate (LAMB's trust ratio,
+so that decoupled decay is inside the ratio); ``tail`` after everything (ASGD's
+running average, which must see the final parameters).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import optax
+
+from wdchain import _recipe, _validate
+from wdchain._adam_variants import scale_by_adamax, scale_by_nadam, scale_by_radam
+from wdchain._adaptive import scale_by_adagrad, scale_by_adam, scale_by_rms
+from wdchain._aliases import _adagrad_learning_rate
+from wdchain._momentum import check_nesterov, scale_by_momentum
+
+Transforms = tuple[optax.GradientTransformation, ...]
+
+
+def _none(options: dict[str, Any]) -> Transforms:
+    del options
+    return ()
+
+
+def _same_lr(lr: Any, options: dict[str, Any]) -> Any:
+    del options
+    return lr
+
+
+def _no_check(where: str, options: dict[str, Any]) -> None:
+    del where, options
+
+
+@dataclasses.dataclass(frozen=True)
+class Preconditioner:
+    """One preconditioner of :func:`wdchain.build`.
+
+    Attributes:
+      name: its name in ``build`` and in arm names (``"adam"``).
+      summary: one line: what it is, with its reference.
+      options: its options and their defaults (torch's where torch has it).
+      transforms: ``transforms(options, lr)`` → the transforms of its slot, before
+        the decoupled decay. ``lr`` is build's learning rate (a number, JAX scalar or
+        schedule), for a preconditioner whose step depends on it (Adafactor's
+        relative step).
+      check: ``check(where, options)`` validates the full options, raising a
+        ValueError that names ``where``, the option, its value and the fix.
+      inside: transforms between the decoupled decay and the learning rate.
+      tail: transforms after the independent decay (they see the final update).
+      learning_rate: ``learning_rate(lr, options)`` → the lr_t the learning-rate
+        step uses (Adagrad's ``lr_decay``, ASGD's η_t); by default lr itself.
+      eta: ``eta(η, options)`` → the multiplier of the independent placement, from
+        the schedule's η (None when η is 1 throughout); by default η itself.
+      torch: the ``torch.optim`` class that has this preconditioner, or None.
+      alias: the wdchain alias with torch's signature, or None.
+      hints: advice for an option this entry does not have, by option name.
+      lr_span: log10 of a sensible learning-rate range for a grid search.
+      matrices_only: it refuses leaves that are not 2-D (Muon).
+    """
+
+    name: str
+    summary: str
+    options: Mapping[str, Any]
+    transforms: Callable[[dict[str, Any], Any], Transforms]
+    check: Callable[[str, dict[str, Any]], None] = _no_check
+    inside: Callable[[dict[str, Any]], Transforms] = _none
+    tail: Callable[[dict[str, Any]], Transforms] = _none
+    learning_rate: Callable[[Any, dict[str, Any]], Any] = _same_lr
+    eta: Callable[[Any, dict[str, Any]], Any] | None = None
+    torch: str | None = None
+    alias: str | None = None
+    hints: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    lr_span: tuple[float, float] = (-3.5, -1.0)
+    matrices_only: bool = False
+
+    def full_options(self, where: str, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The defaults updated by ``given``, validated; unknown names are refused."""
+        unknown = sorted(set(given) - set(self.options))
+        if unknown:
+            valid = ", ".join(self.options) or "none"
+            hints = [self.hints[name] for name in unknown if name in self.hints]
+            raise ValueError(
+                f"{where}: unknown option(s) {', '.join(unknown)} for preconditioner "
+                f"{self.name!r}; its options are: {valid}"
+                + "".join(f". {hint}" for hint in hints)
+            )
+        options = {**self.options, **given}
+        self.check(where, options)
+        return options
+
+    def describe(self) -> str:
+        """One line: name, options with defaults, torch name."""
+        options = ", ".join(f"{k}={_recipe.format_value(v)}" for k, v in self.options.items())
+        torch = f"torch.optim.{self.torch}" if self.torch else "no torch.optim counterpart"
+        return f"{self.name}({options}): {self.summary} [{torch}]"
+
+
+# --------------------------------------------------------------------------------------
+# Checks shared by several entries.
+
+
+def _check_ranges(*names: str, high: dict[str, float] | None = None) -> Callable:
+    bounds = high or {}
+
+    def check(where: str, options: dict[str, Any]) -> None:
+        for name in names:
+            _validate.check_range(where, name, options[name], high=bounds.get(name))
+
+    return check
+
+
+def _check_adam_like(*extra: str) -> Callable:
+    def check(where: str, options: dict[str, Any]) -> None:
+        _validate.check_betas(where, options["betas"])
+        _validate.check_range(where, "eps", options["eps"])
+        for name in extra:
+            _validate.check_range(where, name, options[name])
+
+    return check
+
+
+def _check_momentum(where: str, o: dict[str, Any]) -> None:
+    _validate.check_range(where, "momentum", o["momentum"])
+    _validate.check_range(where, "dampening", o["dampening"], low=-float("inf"))
+    _validate.check_flag(where, "nesterov", o["nesterov"])
+    check_nesterov(where, o["momentum"], o["dampening"], o["nesterov"])
+
+
+def _check_rmsprop(where: str, o: dict[str, Any]) -> None:
+    _validate.check_range(where, "alpha", o["alpha"], high=1.0)
+    _validate.check_range(where, "eps", o["eps"])
+    _validate.check_range(where, "momentum", o["momentum"])
+    _validate.check_flag(where, "centered", o["centered"])
+
+
+def _check_adam(where: str, o: dict[str, Any]) -> None:
+    _check_adam_like()(where, o)
+    _validate.check_flag(where, "amsgrad", o["amsgrad"])
+    _validate.check_float_dtype(where, "mu_dtype", o["mu_dtype"])
+    _validate.check_float_dtype(where, "nu_dtype", o["nu_dtype"])
+
+
+def _rmsprop(o: dict[str, Any], lr: Any) -> Transforms:
+    del lr
+    has_momentum = not _validate.is_static_zero(o["momentum"])
+    return (
+        scale_by_rms(o["alpha"], o["eps"], o["centered"]),
+        scale_by_momentum(o["momentum"]) if has_momentum else _recipe.nothing(),
+    )
+
+
+_ENTRIES = [
+    Preconditioner(
+        "sgd", "no preconditioner: u = g", {},
+        lambda o, lr: (_recipe.nothing(),),
+        torch="SGD", alias="sgd", lr_span=(-2.5, 0.0),
+        hints={name: "For SGD with momentum use build(\"momentum\", momentum=0.9, ...)"
+               for name in ("momentum", "dampening", "nesterov")},
+    ),
+    Preconditioner(
+        "momentum", "torch's SGD momentum buffer (μ = 0.9 by default: μ = 0 is \"sgd\")",
+        {"momentum": 0.9, "dampening": 0.0, "nesterov": False},
+        lambda o, lr: (scale_by_momentum(o["momentum"], o["dampening"], o["nesterov"]),),
+        _check_momentum, torch="SGD", alias="sgd", lr_span=(-2.5, 0.0),
+    ),
+    Preconditioner(
+        "adagrad", "Adagrad (Duchi et al. 2011), torch's arithmetic",
+        {"eps": 1e-10, "initial_accumulator_value": 0.0, "lr_decay": 0.0},
+        lambda o, lr: (scale_by_adagrad(o["eps"], o["initial_accumulator_value"]),),
+        _check_ranges("eps", "initial_accumulator_value", "lr_decay"),
+        learning_rate=lambda lr, o: _adagrad_learning_rate(lr, o["lr_decay"]),
+        eta=lambda eta, o: eta if _validate.is_static_zero(o["lr_decay"]) else
+        _adagrad_learning_rate(1.0 if eta is None else eta, o["lr_decay"]),
+        torch="Adagrad", alias="adagrad", lr_span=(-2.5, 0.0),
+    ),
+    Preconditioner(
+        "rmsprop", "RMSprop (Hinton 2012), torch's arithmetic",
+        {"alpha": 0.99, "eps": 1e-8, "centered": False, "momentum": 0.0},
+        _rmsprop, _check_rmsprop, torch="RMSprop", alias="rmsprop",
+    ),
+    Preconditioner(
+        "adam", "Adam (Kingma & Ba 2015), AMSGrad as torch",
+        {"betas": (0.9, 0.999), "eps": 1e-8, "amsgrad": False, "mu_dtype": None,
+         "nu_dtype": None},
+        lambda o, lr: (scale_by_adam(o["betas"], o["eps"], o["amsgrad"],
+                                     mu_dtype=o["mu_dtype"], nu_dtype=o["nu_dtype"]),),
+        _check_adam, torch="Adam", alias="adam",
+    ),
+    Preconditioner(
+        "nadam", "NAdam (Dozat 2016) with torch's momentum-decay schedule ψ",
+        {"betas": (0.9, 0.999), "eps": 1e-8, "momentum_decay": 4e-3},
+        lambda o, lr: (scale_by_nadam(o["betas"], o["eps"], o["momentum_decay"]),),
+        _check_adam_like("momentum_decay"), torch="NAdam", alias="nadam",
+    ),
+    Preconditioner(
+        "radam", "RAdam (Liu et al. 2020), torch's rectification",
+        {"betas": (0.9, 0.999), "eps": 1e-8},
+        lambda o, lr: (scale_by_radam(o["betas"], o["eps"]),),
+        _check_adam_like(), torch="RAdam", alias="radam",
+    ),
+    Preconditioner(
+        "adamax", "Adamax (Kingma & Ba 2015, §7.1), eps inside the max as torch",
+        {"betas": (0.9, 0.999), "eps": 1e-8},
+        lambda o, lr: (scale_by_adamax(o["betas"], o["eps"]),),
+        _check_adam_like(), torch="Adamax", alias="adamax",
+    ),
+]
+
+REGISTRY: Mapping[str, Preconditioner] = MappingProxyType({e.name: e for e in _ENTRIES})
+PRECONDITIONERS = tuple(REGISTRY)
+
+
+def lookup(where: str, name: Any) -> Preconditioner:
+    """The entry called ``name``; a ValueError listing the valid names otherwise."""
+    entry = REGISTRY.get(name) if isinstance(name, str) else None
+    if entry is None:
+        raise ValueError(
+            f"{where}: unknown preconditioner {name!r}; use one of "
+            f"{', '.join(PRECONDITIONERS)}"
+        )
+    return entry
