@@ -50,6 +50,21 @@ def make_params(seed: int = 0) -> Any:
     )
 
 
+_MATRIX_SHAPES = {"a": (4, 3), "b": [(3, 5)], "c": ((6, 6),)}
+_MATRIX_SCALES = {"a": 1.0, "b": [0.1], "c": (10.0,)}
+
+
+def make_matrix_params(seed: int = 0) -> Any:
+    """2-D leaves only (Muon's domain): wide, tall and square, scales 0.1..10."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(
+        lambda shape, scale: scale * rng.standard_normal(shape),
+        _MATRIX_SHAPES,
+        _MATRIX_SCALES,
+        is_leaf=lambda x: isinstance(x, tuple) and all(isinstance(n, int) for n in x),
+    )
+
+
 def make_grads(params: Any, steps: int = STEPS, seed: int = 1) -> Any:
     """Gradients stacked over steps (leading axis), NumPy float64.
 
@@ -246,7 +261,45 @@ TORCH_OPTIMIZERS = {
     "nadam": torch.optim.NAdam,
     "radam": torch.optim.RAdam,
     "adamax": torch.optim.Adamax,
+    "adadelta": torch.optim.Adadelta,
+    "asgd": torch.optim.ASGD,
+    "adafactor": torch.optim.Adafactor,
+    "muon": torch.optim.Muon,
 }
+
+
+def _newton_schulz_in(dtype: Any) -> Callable:
+    """torch's ``_zeropower_via_newtonschulz`` with its iteration run in ``dtype``
+    instead of bfloat16 (torch has no option for it)."""
+
+    def zeropower(grad: torch.Tensor, ns_coefficients: tuple, ns_steps: int,
+                  eps: float) -> torch.Tensor:
+        a, b, c = ns_coefficients
+        x = grad.to(dtype)
+        tall = grad.size(0) > grad.size(1)
+        if tall:
+            x = x.T
+        x = x / x.norm().clamp(min=eps)
+        for _ in range(ns_steps):
+            gram = x @ x.T
+            x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+        return x.T if tall else x
+
+    return zeropower
+
+
+@contextlib.contextmanager
+def torch_newton_schulz_dtype(dtype: Any) -> Iterator[None]:
+    """torch's Muon with its Newton–Schulz iteration in ``dtype`` (None: bfloat16, torch's)."""
+    import torch.optim._muon as torch_muon
+
+    original = torch_muon._zeropower_via_newtonschulz
+    if dtype is not None:
+        torch_muon._zeropower_via_newtonschulz = _newton_schulz_in(dtype)
+    try:
+        yield
+    finally:
+        torch_muon._zeropower_via_newtonschulz = original
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,12 +311,14 @@ class Case:
     kwargs: dict = dataclasses.field(default_factory=dict)
     mask: Any = None
     schedule: Schedule | None = None
+    matrices: bool = False  # Muon: 2-D leaves only (make_matrix_params)
+    ns_dtype: str | None = None  # Muon's iteration dtype: None = the run's dtype
 
     @property
     def id(self) -> str:
         return f"{self.optimizer}-{self.option}"
 
-    def wdchain_tx(self) -> optax.GradientTransformation:
+    def wdchain_tx(self, dtype: Any = np.float64) -> optax.GradientTransformation:
         kwargs = {"lr": LR, **self.kwargs}
         if self.schedule is not None and self.schedule.wdchain_lr is not None:
             kwargs["lr"] = self.schedule.wdchain_lr(kwargs["lr"])
@@ -271,6 +326,8 @@ class Case:
             kwargs["weight_decay"] = self.schedule.wdchain_weight_decay
         if self.mask is not None:
             kwargs["mask"] = self.mask
+        if self.optimizer == "muon":
+            kwargs["ns_dtype"] = self.ns_dtype or dtype
         return getattr(wdchain, self.optimizer)(**kwargs)
 
     def torch_optimizer(self, groups: list[dict]) -> torch.optim.Optimizer:
@@ -288,20 +345,26 @@ def compare(cases: list[Case], dtype: Any, steps: int = STEPS) -> dict[str, floa
 
     The wdchain side of all the cases is compiled once (:func:`run_wdchain`).
     """
-    params = make_params()
-    grads = make_grads(params, steps)
-    ours = run_wdchain([case.wdchain_tx() for case in cases], params, grads, dtype)
     errors = {}
-    for case, final in zip(cases, ours):
-        theirs = run_torch(
-            case.torch_optimizer,
-            params,
-            grads,
-            dtype,
-            mask=case.mask,
-            scheduler=case.torch_scheduler(),
-        )
-        errors[case.id] = relative_error(final, theirs)
+    for matrices in (False, True):
+        group = [case for case in cases if case.matrices == matrices]
+        if not group:
+            continue
+        params = make_matrix_params() if matrices else make_params()
+        grads = make_grads(params, steps)
+        ours = run_wdchain([case.wdchain_tx(dtype) for case in group], params, grads, dtype)
+        for case, final in zip(group, ours):
+            ns_dtype = getattr(torch, case.ns_dtype) if case.ns_dtype else TORCH_DTYPES[dtype]
+            with torch_newton_schulz_dtype(None if case.ns_dtype == "bfloat16" else ns_dtype):
+                theirs = run_torch(
+                    case.torch_optimizer,
+                    params,
+                    grads,
+                    dtype,
+                    mask=case.mask,
+                    scheduler=case.torch_scheduler(),
+                )
+            errors[case.id] = relative_error(final, theirs)
     return errors
 
 
@@ -394,6 +457,58 @@ PARITY_CASES = [
     Case("adamax", "maximize+wd", {"maximize": True, "weight_decay": WD}),
     Case("adamax", "mask", {"weight_decay": WD}, mask=MASK_TREE),
     Case("adamax", "LambdaLR", {}, schedule=WARMUP_COSINE),
+]
+
+MATRIX_MASK = {"a": True, "b": [False], "c": (True,)}
+
+PARITY_CASES += [
+    # Adadelta
+    Case("adadelta", "defaults", {"lr": 1.0}),
+    Case("adadelta", "rho+eps", {"rho": 0.5, "eps": 1e-3}),
+    Case("adadelta", "weight_decay(L2)", {"weight_decay": WD}),
+    Case("adadelta", "maximize+wd", {"maximize": True, "weight_decay": WD}),
+    Case("adadelta", "mask", {"weight_decay": WD}, mask=MASK_TREE),
+    Case("adadelta", "LambdaLR", {"rho": 0.95}, schedule=WARMUP_COSINE),
+    # ASGD
+    Case("asgd", "defaults"),
+    Case("asgd", "lambd+alpha", {"lambd": 0.05, "alpha": 0.5}),
+    Case("asgd", "t0=10 (averaging)", {"t0": 10.0, "lambd": 1e-3}),
+    Case("asgd", "weight_decay(L2)", {"weight_decay": WD, "lambd": 1e-2}),
+    Case("asgd", "maximize+wd", {"maximize": True, "weight_decay": WD}),
+    Case("asgd", "mask", {"weight_decay": WD, "lambd": 1e-2}, mask=MASK_TREE),
+    Case("asgd", "LambdaLR", {"lambd": 0.1, "t0": 5.0}, schedule=WARMUP_COSINE),
+    Case("asgd", "ExponentialLR", {"lambd": 0.1}, schedule=EXPONENTIAL),
+    # Adafactor
+    Case("adafactor", "defaults"),
+    Case("adafactor", "beta2_decay", {"beta2_decay": -0.5}),
+    Case("adafactor", "eps", {"eps": (1e-3, 1e-2)}),
+    Case("adafactor", "d=2", {"d": 2.0}),
+    Case("adafactor", "relative step (lr=1)", {"lr": 1.0}),
+    Case("adafactor", "weight_decay", {"weight_decay": WD}),
+    Case("adafactor", "maximize+wd", {"maximize": True, "weight_decay": WD}),
+    Case("adafactor", "mask", {"weight_decay": WD}, mask=MASK_TREE),
+    Case("adafactor", "wd+LambdaLR", {"weight_decay": WD}, schedule=WARMUP_COSINE),
+    # Muon (2-D leaves; the iteration in the run's dtype: see MUON_BF16_CASES for torch's)
+    Case("muon", "defaults", matrices=True),
+    Case("muon", "momentum", {"momentum": 0.8}, matrices=True),
+    Case("muon", "no nesterov", {"nesterov": False}, matrices=True),
+    Case("muon", "ns_coefficients+steps",
+         {"ns_coefficients": (2.0, -1.5, 0.5), "ns_steps": 3}, matrices=True),
+    Case("muon", "eps", {"eps": 1e-3}, matrices=True),
+    Case("muon", "match_rms_adamw", {"adjust_lr_fn": "match_rms_adamw"}, matrices=True),
+    Case("muon", "original+wd=0", {"adjust_lr_fn": "original", "weight_decay": 0.0},
+         matrices=True),
+    Case("muon", "weight_decay", {"weight_decay": 0.5}, matrices=True),
+    Case("muon", "mask", {"weight_decay": 0.5}, mask=MATRIX_MASK, matrices=True),
+    Case("muon", "ExponentialLR", {}, schedule=EXPONENTIAL, matrices=True),
+]
+
+# Muon with torch's own bfloat16 iteration on both sides.
+MUON_BF16_CASES = [
+    Case("muon", "bf16 defaults", matrices=True, ns_dtype="bfloat16"),
+    Case("muon", "bf16 no nesterov+match_rms_adamw",
+         {"nesterov": False, "adjust_lr_fn": "match_rms_adamw"}, matrices=True,
+         ns_dtype="bfloat16"),
 ]
 
 OPTIMIZERS = list(TORCH_OPTIMIZERS)

@@ -15,9 +15,18 @@ from wdchain._adaptive import scale_by_adam as scale_by_adam
 from wdchain._adam_variants import scale_by_nadam as scale_by_nadam
 from wdchain._adam_variants import scale_by_radam as scale_by_radam
 from wdchain._adam_variants import scale_by_adamax as scale_by_adamax
+from wdchain._adadelta import scale_by_adadelta as scale_by_adadelta
+from wdchain._adafactor import scale_by_adafactor as scale_by_adafactor
+from wdchain._lion import scale_by_lion as scale_by_lion
+from wdchain._asgd import scale_by_asgd as scale_by_asgd
+from wdchain._muon import scale_by_muon_momentum as scale_by_muon_momentum
+from wdchain._muon import orthogonalize_newton_schulz as orthogonalize_newton_schulz
+from wdchain._muon import scale_by_shape as scale_by_shape
 from wdchain._decay import decoupled_weight_decay as decoupled_weight_decay
 from wdchain._learning_rate import scale_by_learning_rate as scale_by_learning_rate
+from wdchain._lamb import scale_by_trust_ratio as scale_by_trust_ratio
 from wdchain._decay import independent_weight_decay as independent_weight_decay
+from wdchain._asgd import average_iterates as average_iterates
 
 # Their states.
 from wdchain._decay import WeightDecayState as WeightDecayState
@@ -29,6 +38,11 @@ from wdchain._adam_variants import ScaleByNadamState as ScaleByNadamState
 from wdchain._adam_variants import ScaleByRadamState as ScaleByRadamState
 from wdchain._adam_variants import ScaleByAdamaxState as ScaleByAdamaxState
 from wdchain._learning_rate import ScaleByLearningRateState as ScaleByLearningRateState
+from wdchain._adadelta import ScaleByAdadeltaState as ScaleByAdadeltaState
+from wdchain._adafactor import ScaleByAdafactorState as ScaleByAdafactorState
+from wdchain._lion import ScaleByLionState as ScaleByLionState
+from wdchain._muon import ScaleByMuonMomentumState as ScaleByMuonMomentumState
+from wdchain._asgd import AverageIteratesState as AverageIteratesState
 
 # Optimizers: torch.optim's names, argument order and defaults.
 from wdchain._aliases import sgd as sgd
@@ -39,6 +53,13 @@ from wdchain._aliases import adamw as adamw
 from wdchain._aliases import nadam as nadam
 from wdchain._aliases import radam as radam
 from wdchain._aliases import adamax as adamax
+from wdchain._aliases_more import adadelta as adadelta
+from wdchain._aliases_more import asgd as asgd
+from wdchain._aliases_more import adafactor as adafactor
+from wdchain._aliases_more import muon as muon
+from wdchain._asgd import asgd_learning_rate as asgd_learning_rate
+from wdchain._asgd import averaged_params as averaged_params
+from wdchain._muon import muon_labels as muon_labels
 
 # Composition and inspection.
 from wdchain._recipe import chain as chain

@@ -29,13 +29,26 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+import jax.numpy as jnp
 import optax
 
 from wdchain import _recipe, _validate
+from wdchain._adadelta import scale_by_adadelta
+from wdchain._adafactor import _check_eps, scale_by_adafactor
 from wdchain._adam_variants import scale_by_adamax, scale_by_nadam, scale_by_radam
 from wdchain._adaptive import scale_by_adagrad, scale_by_adam, scale_by_rms
 from wdchain._aliases import _adagrad_learning_rate
+from wdchain._asgd import asgd_learning_rate, average_iterates, scale_by_asgd
+from wdchain._lamb import scale_by_trust_ratio
+from wdchain._lion import scale_by_lion
 from wdchain._momentum import check_nesterov, scale_by_momentum
+from wdchain._muon import (
+    check_adjust_lr_fn,
+    check_newton_schulz,
+    orthogonalize_newton_schulz,
+    scale_by_muon_momentum,
+    scale_by_shape,
+)
 
 Transforms = tuple[optax.GradientTransformation, ...]
 
@@ -113,9 +126,15 @@ class Preconditioner:
 
     def describe(self) -> str:
         """One line: name, options with defaults, torch name."""
-        options = ", ".join(f"{k}={_recipe.format_value(v)}" for k, v in self.options.items())
+        options = ", ".join(f"{k}={_format(v)}" for k, v in self.options.items())
         torch = f"torch.optim.{self.torch}" if self.torch else "no torch.optim counterpart"
         return f"{self.name}({options}): {self.summary} [{torch}]"
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, type):  # a dtype such as jnp.bfloat16
+        return jnp.dtype(value).name
+    return _recipe.format_value(value)
 
 
 # --------------------------------------------------------------------------------------
@@ -161,6 +180,39 @@ def _check_adam(where: str, o: dict[str, Any]) -> None:
     _validate.check_flag(where, "amsgrad", o["amsgrad"])
     _validate.check_float_dtype(where, "mu_dtype", o["mu_dtype"])
     _validate.check_float_dtype(where, "nu_dtype", o["nu_dtype"])
+
+
+def _check_betas(where: str, o: dict[str, Any]) -> None:
+    _validate.check_betas(where, o["betas"])
+
+
+def _check_asgd(where: str, o: dict[str, Any]) -> None:
+    _validate.check_range(where, "lambd", o["lambd"])
+    _validate.check_range(where, "alpha", o["alpha"], low=-float("inf"))
+    _validate.check_range(where, "t0", o["t0"], low=-float("inf"))
+
+
+def _check_adafactor(where: str, o: dict[str, Any]) -> None:
+    _validate.check_range(where, "beta2_decay", o["beta2_decay"], low=-float("inf"), high=0.0)
+    _check_eps(where, o["eps"])
+    _validate.check_range(where, "d", o["d"], low=1.0)
+
+
+def _check_muon(where: str, o: dict[str, Any]) -> None:
+    _validate.check_range(where, "momentum", o["momentum"])
+    _validate.check_flag(where, "nesterov", o["nesterov"])
+    check_newton_schulz(where, o["ns_coefficients"], o["eps"], o["ns_steps"], o["ns_dtype"])
+    check_adjust_lr_fn(where, o["adjust_lr_fn"])
+
+
+def _muon(o: dict[str, Any], lr: Any) -> Transforms:
+    del lr
+    return (
+        scale_by_muon_momentum(o["momentum"], o["nesterov"]),
+        orthogonalize_newton_schulz(o["ns_coefficients"], o["eps"], o["ns_steps"],
+                                    ns_dtype=o["ns_dtype"]),
+        scale_by_shape(o["adjust_lr_fn"]),
+    )
 
 
 def _rmsprop(o: dict[str, Any], lr: Any) -> Transforms:
@@ -226,6 +278,50 @@ _ENTRIES = [
         {"betas": (0.9, 0.999), "eps": 1e-8},
         lambda o, lr: (scale_by_adamax(o["betas"], o["eps"]),),
         _check_adam_like(), torch="Adamax", alias="adamax",
+    ),
+    Preconditioner(
+        "lion", "Lion (Chen et al. 2023): the sign of an interpolated momentum",
+        {"betas": (0.9, 0.99)},
+        lambda o, lr: (scale_by_lion(o["betas"]),),
+        _check_betas, lr_span=(-4.5, -2.0),
+    ),
+    Preconditioner(
+        "lamb", "LAMB (You et al. 2020): Adam's step scaled per leaf by ‖θ‖/‖r + λθ‖; "
+        "decoupled decay inside the ratio",
+        {"betas": (0.9, 0.999), "eps": 1e-6},
+        lambda o, lr: (scale_by_adam(o["betas"], o["eps"]),),
+        _check_adam_like(), inside=lambda o: (scale_by_trust_ratio(),), lr_span=(-3.5, -0.5),
+    ),
+    Preconditioner(
+        "adadelta", "Adadelta (Zeiler 2012), torch's arithmetic",
+        {"rho": 0.9, "eps": 1e-6},
+        lambda o, lr: (scale_by_adadelta(o["rho"], o["eps"]),),
+        _check_ranges("rho", "eps", high={"rho": 1.0}),
+        torch="Adadelta", alias="adadelta", lr_span=(-1.5, 1.0),
+    ),
+    Preconditioner(
+        "asgd", "averaged SGD (Polyak & Juditsky 1992) with torch's η_t; "
+        "wdchain.averaged_params(state) reads the average",
+        {"lambd": 1e-4, "alpha": 0.75, "t0": 1e6},
+        lambda o, lr: (scale_by_asgd(o["lambd"]),), _check_asgd,
+        learning_rate=lambda lr, o: asgd_learning_rate(lr, o["lambd"], o["alpha"]),
+        tail=lambda o: (average_iterates(o["t0"]),),
+        torch="ASGD", alias="asgd", lr_span=(-2.5, 0.0),
+    ),
+    Preconditioner(
+        "adafactor", "Adafactor (Shazeer & Stern 2018) as torch: factored second moment, "
+        "relative step min(lr_t, 1/√t), update clipping d",
+        {"beta2_decay": -0.8, "eps": (None, 1e-3), "d": 1.0},
+        lambda o, lr: (scale_by_adafactor(lr, o["beta2_decay"], o["eps"], o["d"]),),
+        _check_adafactor, torch="Adafactor", alias="adafactor", lr_span=(-3.0, -0.5),
+    ),
+    Preconditioner(
+        "muon", "Muon (Jordan et al. 2024) as torch: Newton–Schulz orthogonalised momentum "
+        "× a shape factor; 2-D leaves only",
+        {"momentum": 0.95, "nesterov": True, "ns_coefficients": (3.4445, -4.775, 2.0315),
+         "eps": 1e-7, "ns_steps": 5, "adjust_lr_fn": None, "ns_dtype": jnp.bfloat16},
+        _muon, _check_muon, torch="Muon", alias="muon", lr_span=(-3.5, -1.0),
+        matrices_only=True,
     ),
 ]
 
