@@ -7,18 +7,73 @@ it (decoupled).
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar, cast
 
+import jax
+import numpy as np
 import optax
+from flax import nnx
 
 from wdchain import _decay, _recipe, _tree, _validate
 from wdchain._adam_variants import scale_by_adamax, scale_by_nadam, scale_by_radam
 from wdchain._adaptive import scale_by_adagrad, scale_by_adam, scale_by_rms
 from wdchain._learning_rate import maximize as _maximize
 from wdchain._learning_rate import scale_by_learning_rate
-from wdchain._momentum import check_nesterov, scale_by_momentum
+from wdchain._momentum import check_nesterov, momentum_slot
 
 chain = _recipe.chain
+
+_Factory = TypeVar("_Factory", bound=Callable[..., optax.GradientTransformation])
+
+
+def _looks_like_params(value: Any, lr_given: bool) -> bool:
+    """A model or a parameter tree (an array too when lr is also given by name):
+    what torch's optimizers take first."""
+    if isinstance(value, (nnx.Module, nnx.Variable, nnx.State, Mapping, list, Iterator)):
+        return True
+    if isinstance(value, (jax.Array, np.ndarray)):
+        return lr_given and np.ndim(value) > 0
+    return isinstance(value, tuple) and bool(value)
+
+
+def _summary(value: Any) -> str:
+    if isinstance(value, (jax.Array, np.ndarray)):
+        return f"an array of shape {np.shape(value)}"
+    leaves = jax.tree.leaves(value) if not isinstance(value, Iterator) else []
+    shown = f"a {type(value).__name__}"
+    return f"{shown} with {len(leaves)} leaves" if leaves else shown
+
+
+def torch_style(factory: _Factory) -> _Factory:
+    """Refuses torch's ``Optimizer(params, lr=...)`` habit with the optax idiom.
+
+    torch takes the parameters first; a wdchain optimizer takes its hyperparameters
+    only (``lr`` first) and sees the parameters at ``tx.init(params)``. Without this,
+    ``adamw(params, lr=1e-3)`` fails with "got multiple values for argument 'lr'" and
+    ``adamw(params)`` prints the whole tree.
+    """
+    name = factory.__name__
+
+    @functools.wraps(factory)
+    def checked(*args: Any, **kwargs: Any) -> optax.GradientTransformation:
+        given = args[0] if args else kwargs.get("lr")
+        if _looks_like_params(given, lr_given=bool(args) and "lr" in kwargs):
+            raise ValueError(
+                f"{name}: lr (the first argument) got {_summary(given)}: the "
+                "parameters are not an argument of a wdchain optimizer, as in optax "
+                f"(torch's optim.{_TORCH.get(name, name)}(params, lr=...)). Make the optimizer, "
+                f"then give it the parameters: tx = wdchain.{name}(lr=1e-3); "
+                "state = tx.init(params) (or nnx.Optimizer(model, tx, wrt=nnx.Param))."
+            )
+        return factory(*args, **kwargs)
+
+    return cast(_Factory, checked)
+
+
+_TORCH = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam",
+          "adamw": "AdamW", "nadam": "NAdam", "radam": "RAdam", "adamax": "Adamax"}
 
 
 def _check(where: str, lr: Any, weight_decay: Any, maximize: bool, mask: Any) -> None:
@@ -32,6 +87,7 @@ def _sign(maximize: bool) -> optax.GradientTransformation:
     return _maximize() if maximize else _recipe.nothing()
 
 
+@torch_style
 def sgd(
     lr: Any = 1e-3,
     momentum: Any = 0.0,
@@ -51,7 +107,11 @@ def sgd(
         \theta \leftarrow \theta - \alpha_t \cdot (g + \mu b_t \text{ if Nesterov else } b_t)
 
     The momentum step is left out when ``momentum`` is 0. With plain SGD, L2 and
-    decoupled decay coincide; with momentum the decay enters the buffer.
+    decoupled decay coincide; with momentum the decay enters the buffer. Under
+    ``inject_hyperparams`` (optax's or wdchain's) a momentum that is 0 at ``init``
+    keeps no buffer either, so the state is the plain optimizer's; making it
+    non-zero later needs a new ``init`` (a concrete value is refused, a traced one
+    makes the update NaN rather than silently run without momentum).
 
     Args:
       lr: α ≥ 0, a number, JAX scalar or schedule (torch default 1e-3).
@@ -72,11 +132,10 @@ def sgd(
     _validate.check_range("sgd", "dampening", dampening, low=-float("inf"))
     _validate.check_flag("sgd", "nesterov", nesterov)
     check_nesterov("sgd", momentum, dampening, nesterov)
-    has_momentum = not _validate.is_static_zero(momentum)
     return chain(
         _sign(maximize),
         _decay.add_l2_to_grad(weight_decay, mask),
-        scale_by_momentum(momentum, dampening, nesterov) if has_momentum else _recipe.nothing(),
+        momentum_slot("sgd", momentum, dampening, nesterov),
         scale_by_learning_rate(lr),
     )
 
@@ -93,6 +152,7 @@ def _adagrad_learning_rate(lr: Any, lr_decay: Any) -> Any:
     return schedule
 
 
+@torch_style
 def adagrad(
     lr: Any = 1e-2,
     lr_decay: Any = 0.0,
@@ -131,6 +191,7 @@ def adagrad(
     )
 
 
+@torch_style
 def rmsprop(
     lr: Any = 1e-2,
     alpha: Any = 0.99,
@@ -166,12 +227,11 @@ def rmsprop(
     _validate.check_range(where, "eps", eps)
     _validate.check_range(where, "momentum", momentum)
     _validate.check_range(where, "alpha", alpha, high=1.0)
-    has_momentum = not _validate.is_static_zero(momentum)
     return chain(
         _sign(maximize),
         _decay.add_l2_to_grad(weight_decay, mask),
         scale_by_rms(alpha, eps, centered),
-        scale_by_momentum(momentum) if has_momentum else _recipe.nothing(),
+        momentum_slot(where, momentum),
         scale_by_learning_rate(lr),
     )
 
@@ -186,6 +246,7 @@ def _check_adam_family(where: str, lr: Any, betas: Any, eps: Any, weight_decay: 
     _validate.check_float_dtype(where, "nu_dtype", nu_dtype)
 
 
+@torch_style
 def adam(
     lr: Any = 1e-3,
     betas: tuple[Any, Any] = (0.9, 0.999),
@@ -243,6 +304,7 @@ def adam(
     )
 
 
+@torch_style
 def adamw(
     lr: Any = 1e-3,
     betas: tuple[Any, Any] = (0.9, 0.999),
@@ -293,6 +355,7 @@ def _l2_or_decoupled(
     )
 
 
+@torch_style
 def nadam(
     lr: Any = 2e-3,
     betas: tuple[Any, Any] = (0.9, 0.999),
@@ -328,6 +391,7 @@ def nadam(
     )
 
 
+@torch_style
 def radam(
     lr: Any = 1e-3,
     betas: tuple[Any, Any] = (0.9, 0.999),
@@ -355,6 +419,7 @@ def radam(
     )
 
 
+@torch_style
 def adamax(
     lr: Any = 2e-3,
     betas: tuple[Any, Any] = (0.9, 0.999),

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from wdchain import _tree
+from wdchain import _tree, _validate
 
 # Leaf names that are never decayed, and why.
 _NO_DECAY = {"bias": "bias", "scale": "normalisation scale"}
@@ -54,6 +54,22 @@ def _rule(path: tuple, embeddings: bool) -> tuple[bool, str]:
     return True, "weight"
 
 
+def _refuse_step_count(where: str, params: Any) -> None:
+    """A mask function called with an integer scalar was called with a step count."""
+    if (
+        isinstance(params, (jax.Array, np.ndarray, np.integer, int))
+        and not isinstance(params, bool)
+        and np.ndim(params) == 0
+        and np.issubdtype(np.result_type(params), np.integer)
+    ):
+        raise ValueError(
+            f"{where}: got an integer scalar ({params!r}), not a parameter tree: it was "
+            "called with a step count. "
+            + _validate.injected_hint("mask", "a callable mask")
+            + " Under optax's, mask=wdchain.decay_mask would decay every leaf."
+        )
+
+
 def decay_mask(params: Any, *, embeddings: bool = True) -> Any:
     """The weight-decay mask of a Flax parameter tree: True = decay this leaf.
 
@@ -83,6 +99,7 @@ def decay_mask(params: Any, *, embeddings: bool = True) -> Any:
       >>> decay_mask(params)
       {'Dense_0': {'bias': False, 'kernel': True}, 'LayerNorm_0': {'bias': False, 'scale': False}}
     """
+    _refuse_step_count("decay_mask", params)
     return jax.tree_util.tree_map_with_path(
         lambda path, _: _rule(path, embeddings)[0], params, is_leaf=_is_variable
     )

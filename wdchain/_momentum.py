@@ -93,6 +93,57 @@ def scale_by_momentum(
     return _recipe.label(tx, _recipe.Step("momentum", _recipe.PRECONDITIONER, hyperparams))
 
 
+def momentum_slot(
+    where: str, momentum: Any, dampening: Any = 0.0, nesterov: bool = False
+) -> optax.GradientTransformation:
+    r"""The momentum step of an optimizer whose momentum may be 0 (``sgd``, ``rmsprop``).
+
+    With μ = 0 (torch's default) the plain optimizer has no buffer. A Python or
+    NumPy 0 leaves the slot empty; a non-zero number makes :func:`scale_by_momentum`.
+    A JAX array is what ``optax.inject_hyperparams`` hands the factory: concrete at
+    ``init``, traced at a jitted ``update``. Its slot follows the state it was
+    given: a μ that is 0 at ``init`` keeps no buffer (``optax.EmptyState``, the
+    plain optimizer's state, so a checkpoint of one loads into the other), any
+    other μ keeps one. A μ that becomes non-zero after an ``init`` with μ = 0 has
+    no buffer to use: it is refused when concrete, and makes the update NaN when
+    traced, never silently dropped. Re-``init`` the optimizer, or start a momentum
+    schedule above 0.
+    """
+    if _validate.is_static_zero(momentum):
+        return _recipe.nothing()
+    inner = scale_by_momentum(momentum, dampening, nesterov)
+    if not isinstance(momentum, jax.Array):
+        return inner
+
+    def init_fn(params: Any) -> Any:
+        if _validate.is_concrete_zero(momentum):
+            return optax.EmptyState()
+        return inner.init(params)
+
+    def update_fn(updates: Any, state: Any, params: Any = None):
+        if not isinstance(state, optax.EmptyState):
+            return inner.update(updates, state, params)
+        number = _validate.concrete_number(momentum)
+        if number is not None and number != 0:
+            raise ValueError(
+                f"{where}: momentum is {number:g}, but the state was made with momentum 0 "
+                "and has no momentum buffer (the plain optimizer's state). Call tx.init "
+                "again with the new momentum, or start a momentum schedule above 0."
+            )
+        if number is not None:
+            return updates, state
+        # Traced: unknown here. A momentum switched on after init would have no buffer;
+        # the update is NaN then, so the mistake cannot pass unnoticed.
+        off = jnp.asarray(momentum) == 0
+        return jax.tree.map(
+            lambda u: jnp.where(off, u, jnp.nan).astype(u.dtype) if _tree.is_float(u) else u,
+            updates,
+        ), state
+
+    tx = optax.GradientTransformation(init_fn, update_fn)
+    return _recipe.label(tx, *(_recipe.recipe(inner) or ()))
+
+
 def check_nesterov(where: str, momentum: Any, dampening: Any, nesterov: bool) -> None:
     """torch's rule: Nesterov momentum needs μ > 0 and τ = 0."""
     if not nesterov:

@@ -72,11 +72,13 @@ def inject_hyperparams(
     dtype when that is wider (float64), never narrower: optax casts them to the
     params' dtype, so with bfloat16 params β = 0.999 becomes 1.0.
 
-    Every numeric hyperparameter is injected, zeros included: an injected
-    ``momentum=0`` keeps its (zero-momentum) buffer slot, so the state has one
-    structure inside and outside ``jit``, and the value can be changed later.
-    ``mask``, ``schedule``, ``mu_dtype`` and ``nu_dtype`` are never injected (optax
-    would take a callable mask for a schedule), and ``build``'s options are.
+    Every numeric hyperparameter is injected, zeros included, and the state inside
+    ``hyperparams`` has the plain optimizer's structure: an injected ``momentum=0``
+    of ``sgd`` or ``rmsprop`` keeps no buffer, as the plain one (so it cannot be
+    switched on later without a new ``init``: see the momentum note of
+    :func:`wdchain.sgd`). ``mask``, ``schedule``, ``mu_dtype`` and ``nu_dtype`` are
+    never injected (``optax.inject_hyperparams`` takes a callable mask or a dtype for
+    a schedule, and wdchain refuses what arrives), and ``build``'s options are.
 
     Args:
       inner_factory: a wdchain alias or transform factory (any optax one works).

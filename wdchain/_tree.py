@@ -211,7 +211,7 @@ def resolve_mask(where: str, mask: Mask, params: Any) -> Any:
     if mask is None:
         return None
     tree = mask(params) if callable(mask) else mask
-    _validate.check_mask(where, tree)
+    _validate.check_mask(where, tree, resolved=True)
     try:
         return jax.tree.map(
             lambda m, sub: jax.tree.map(lambda _: m, sub), tree, params

@@ -54,6 +54,12 @@ def is_static_zero(value: Any) -> bool:
     )
 
 
+def is_concrete_zero(value: Any) -> bool:
+    """True for a number or a concrete (not traced) scalar array equal to zero."""
+    number = concrete_number(value)
+    return number is not None and number == 0
+
+
 def _interval(low: float | None, high: float | None, high_open: bool) -> str:
     if high is None:
         return f"[{low:g}, inf)"
@@ -111,9 +117,14 @@ def check_float_dtype(where: str, name: str, dtype: Any) -> None:
     """Checks a dtype to hold statistics in: None or a floating dtype."""
     if dtype is None:
         return
+    if isinstance(dtype, (jax.Array, np.ndarray)):
+        raise ValueError(
+            f"{where}: {name} must be a floating dtype (e.g. jnp.bfloat16) or None, got "
+            f"an array, {dtype!r}. {injected_hint(name, 'a dtype')}"
+        )
     try:
         floating = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
-    except TypeError:
+    except (TypeError, ValueError):
         floating = False
     if not floating:
         raise ValueError(
@@ -150,15 +161,43 @@ def check_schedule_or_number(where: str, name: str, value: Any) -> None:
     check_range(where, name, value)
 
 
-def check_mask(where: str, mask: Any) -> None:
-    """A mask is None, a callable of the params, or a pytree of booleans."""
+def injected_hint(name: str, what: str) -> str:
+    """Why a non-number option arrived as an array, and the two ways out."""
+    return (
+        f"This is what optax.inject_hyperparams does to {what}: it takes every callable "
+        "argument for a schedule of the step count, and every number for a "
+        "hyperparameter, and passes the factory an array in its place. Use "
+        f"wdchain.inject_hyperparams, which leaves {name} alone, or "
+        f"optax.inject_hyperparams(..., static_args=({name!r},))."
+    )
+
+
+def check_mask(where: str, mask: Any, *, resolved: bool = False) -> None:
+    """A mask is None, a callable of the params, or a pytree of booleans.
+
+    A mask given to a factory (not ``resolved`` from a callable) may not be a single
+    boolean or scalar array for the whole tree: that is what a callable mask turns
+    into under ``optax.inject_hyperparams``, which calls it with the step count and
+    would silently decay every leaf (or none).
+    """
     if mask is None or callable(mask):
         return
+    if not resolved and (isinstance(mask, (bool, np.bool_)) or np.ndim(mask) == 0):
+        if isinstance(mask, (bool, np.bool_, np.ndarray, jax.Array, np.generic)):
+            raise ValueError(
+                f"{where}: mask must be a pytree of booleans (True = decay this leaf) or "
+                f"a callable of the params, got a single value for the whole tree, "
+                f"{mask!r}. {injected_hint('mask', 'a callable mask')} (To decay every "
+                "leaf, leave mask=None; to decay none, set weight_decay=0.)"
+            )
     for leaf in jax.tree.leaves(mask):
         if not (isinstance(leaf, (bool, np.bool_)) or _is_bool_array(leaf)):
+            hint = ""
+            if isinstance(leaf, (jax.Array, np.ndarray)) and np.ndim(leaf) == 0:
+                hint = " " + injected_hint("mask", "a callable mask")
             raise ValueError(
                 f"{where}: mask leaves must be booleans (True = decay this leaf), "
-                f"got {leaf!r}"
+                f"got {leaf!r}.{hint}"
             )
 
 
