@@ -1,19 +1,39 @@
-"""The weight-decay ablation runner: ``python -m wdchain.ablate`` or ``wdchain-ablate``.
+"""The weight-decay ablation runner: sweep any Flax NNX model over lr × λ × seeds.
 
-Trains a Flax NNX model (an MLP, or a small CNN with ``--model cnn``) on
-scikit-learn's 8×8 digits with a cosine learning-rate schedule, for every learning
-rate × weight decay of each arm, and compares the arms as in Loshchilov & Hutter's
-Fig. 2. Each arm's whole grid runs as one vmapped, jitted program. Writes
-``results.csv``, ``heatmap_<arm>.png`` per arm and ``summary.md`` to ``--out``.
+``python -m wdchain.ablate`` (or ``wdchain-ablate``) runs the default preset: MNIST-1D
+(generated locally by the ``mnist1d`` package) with a LayerNorm MLP, Adam + L2 against
+AdamW with torch's and with the paper's scaling of the decay. ``--preset paper`` runs
+Loshchilov & Hutter's Fig. 2 (Adam and SGD-momentum, three placements, three seeds).
 
-The default run (MLP, five arms × 6 × 6 cells × 60 epochs) takes about a minute on a
-2-core CPU; the CNN costs 15–20 times more per epoch (about 3.5 s per arm and epoch
-there, some 20 minutes for the default arms and epochs: use ``--epochs``, ``--arms`` or
-a GPU).
-JAX picks the device: the same command runs on a GPU or TPU when one is present.
-Needs the ``examples`` extra (scikit-learn, matplotlib, tqdm).
+From Python, :func:`sweep` trains any :class:`Task`::
+
+    from wdchain.ablate import Task, sweep
+    rows = sweep(Task(MyModel, (x_train, y_train), (x_test, y_test)),
+                 arms=["adam-l2", "adamw-independent"], seeds=(0, 1, 2), out="results")
+
+Each arm's grid runs as one vmapped, jitted program (lr and λ are traced values), its
+cells spread over the devices of a 1-D mesh; hyperparameters are selected on the
+validation split and reported on the test split. An interrupted sweep resumes from
+its last checkpoint in ``out``. Needs the ``examples`` extra (mnist1d, scikit-learn,
+matplotlib, tqdm, orbax-checkpoint).
 """
 
+from wdchain.ablate._arms import Arm as Arm
+from wdchain.ablate._arms import parse_arm as parse_arm
+from wdchain.ablate._builtin import TASKS as TASKS
+from wdchain.ablate._builtin import LayerNormMLP as LayerNormMLP
 from wdchain.ablate._cli import main as main
+from wdchain.ablate._presets import PRESETS as PRESETS
+from wdchain.ablate._report import CSV_COLUMNS as CSV_COLUMNS
+from wdchain.ablate._report import analyse as analyse
+from wdchain.ablate._report import read_csv as read_csv
+from wdchain.ablate._report import write_report as write_report
+from wdchain.ablate._sweep import sweep as sweep
+from wdchain.ablate._task import Task as Task
+from wdchain.ablate._task import VALIDATION_FRACTION as VALIDATION_FRACTION
+from wdchain.ablate._task import classification_loss as classification_loss
 
-__all__ = ["main"]
+__all__ = [
+    "Arm", "CSV_COLUMNS", "LayerNormMLP", "PRESETS", "TASKS", "Task", "VALIDATION_FRACTION",
+    "analyse", "classification_loss", "main", "parse_arm", "read_csv", "sweep", "write_report",
+]

@@ -1,43 +1,39 @@
-"""The command line: check every argument, then train each arm's grid and report."""
+"""The command line: check every argument, then sweep and report."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
 import math
 import shlex
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-import wdchain
-from wdchain.ablate._arms import DEFAULT_ARMS, Arm, default_grids_text, parse_arm
-from wdchain.ablate._grid import GridProgram
-from wdchain.ablate._report import (
-    ArmResult,
-    best_cell,
-    summary_markdown,
-    write_csv,
-    write_heatmap,
-)
-from wdchain.ablate._task import MODELS, Digits, load_digits
-
-DEFAULT_EPOCHS = 60
+from wdchain.ablate._arms import default_grids_text, parse_arm
+from wdchain.ablate._builtin import TASKS
+from wdchain.ablate._presets import PRESETS
+from wdchain.ablate._report import write_report
+from wdchain.ablate._sweep import run_info, sweep
+from wdchain.ablate._task import Task
 
 
-def _arms(text: str) -> list[Arm]:
+def _arms(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
         raise argparse.ArgumentTypeError("give at least one arm, e.g. --arms adam-l2,adamw")
     try:
-        return [parse_arm(name) for name in dict.fromkeys(names)]
+        return [parse_arm(name).name for name in dict.fromkeys(names)]
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _grid(text: str) -> np.ndarray:
+def _numbers(text: str, *, zero: bool) -> np.ndarray:
     try:
         values = [float(item) for item in text.split(",") if item.strip()]
     except ValueError:
@@ -46,11 +42,11 @@ def _grid(text: str) -> np.ndarray:
         ) from None
     if not values:
         raise argparse.ArgumentTypeError(f"the grid is empty ({text!r}): give at least one value")
-    bad = [value for value in values if not (math.isfinite(value) and value > 0)]
+    bad = [v for v in values if not (math.isfinite(v) and (v >= 0 if zero else v > 0))]
     if bad:
-        raise argparse.ArgumentTypeError(
-            f"grid values must be finite and > 0 (the grid is log-spaced), got {bad[0]!r}"
-        )
+        rule = "finite and ≥ 0 (0 is the no-decay baseline)" if zero else \
+            "finite and > 0 (the grid is log-spaced)"
+        raise argparse.ArgumentTypeError(f"grid values must be {rule}, got {bad[0]!r}")
     return np.array(sorted(set(values)))
 
 
@@ -67,7 +63,12 @@ def _int_at_least(low: int):
     return parse
 
 
-_positive_int = _int_at_least(1)
+def _seeds(text: str) -> tuple[int, ...]:
+    parse = _int_at_least(0)
+    values = tuple(dict.fromkeys(parse(item.strip()) for item in text.split(",") if item.strip()))
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one seed, e.g. --seeds 0,1,2")
+    return values
 
 
 def _writable_folder(text: str) -> Path:
@@ -83,62 +84,101 @@ def _writable_folder(text: str) -> Path:
     return folder
 
 
+def load_task(spec: str) -> Task:
+    """A built-in task's name, or ``package.module:factory`` (called with no arguments)."""
+    if spec in TASKS:
+        return TASKS[spec]()
+    module_name, colon, attribute = spec.partition(":")
+    if not colon or not module_name or not attribute:
+        raise ValueError(
+            f"unknown task {spec!r}: use a built-in task ({', '.join(TASKS)}) or "
+            "package.module:factory, a function that returns a wdchain.ablate.Task"
+        )
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"cannot load task {spec!r}: {error}") from None
+    task = factory()
+    if not isinstance(task, Task):
+        raise ValueError(f"task {spec!r} returned {type(task).__name__}, not a wdchain.ablate.Task")
+    return task
+
+
 def parser() -> argparse.ArgumentParser:
     """The runner's arguments."""
+    presets = "; ".join(f"{name}: {preset.about}" for name, preset in PRESETS.items())
     parse = argparse.ArgumentParser(
         prog="wdchain-ablate",
-        description="Train a Flax model on scikit-learn's digits for every learning rate × "
-        "weight decay of each arm (one vmapped program per arm) and compare the arms.",
-        epilog=default_grids_text(),
+        description="Train a Flax model for every learning rate × weight decay × seed of each "
+        "arm (one vmapped program per arm), select on validation, report on test.",
+        epilog=f"Presets: {presets}. {default_grids_text()}",
     )
-    parse.add_argument("--arms", type=_arms, default=[parse_arm(n) for n in DEFAULT_ARMS],
-                       help=f"comma-separated arms (default {','.join(DEFAULT_ARMS)}); "
-                       "<preconditioner>-<decay>, or adamw, adamw-independent, sgdw")
-    parse.add_argument("--lrs", type=_grid, default=None,
+    parse.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                       help="what to run unless the options below say otherwise (default: "
+                       "default)")
+    parse.add_argument("--task", default=None,
+                       help=f"a built-in task ({', '.join(TASKS)}) or package.module:factory "
+                       "returning a wdchain.ablate.Task")
+    parse.add_argument("--arms", type=_arms, default=None,
+                       help="comma-separated arms: <preconditioner>-<decay> of wdchain.build, "
+                       "or adamw, adamw-independent, sgdw")
+    parse.add_argument("--lrs", type=lambda t: _numbers(t, zero=False), default=None,
                        help="comma-separated peak learning rates (default: per-arm grid)")
-    parse.add_argument("--wds", type=_grid, default=None,
-                       help="comma-separated weight decays (default: per-arm grid)")
-    parse.add_argument("--epochs", type=_positive_int, default=DEFAULT_EPOCHS,
-                       help=f"epochs per cell (default {DEFAULT_EPOCHS})")
-    parse.add_argument("--model", choices=sorted(MODELS), default="mlp",
-                       help="the Flax NNX model (default mlp)")
-    parse.add_argument("--seed", type=_int_at_least(0), default=0,
-                       help="data split, initial weights and batch order (default 0)")
+    parse.add_argument("--wds", type=lambda t: _numbers(t, zero=True), default=None,
+                       help="comma-separated weight decays, 0 allowed (default: per-arm grid)")
+    parse.add_argument("--grid-size", type=_int_at_least(1), default=None,
+                       help="points of the default grids")
+    parse.add_argument("--epochs", type=_int_at_least(1), default=None,
+                       help="epochs per cell (overrides the task's)")
+    parse.add_argument("--batch-size", type=_int_at_least(1), default=None,
+                       help="batch size (overrides the task's)")
+    parse.add_argument("--seeds", type=_seeds, default=None,
+                       help="comma-separated seeds, e.g. 0,1,2")
     parse.add_argument("--out", type=_writable_folder, default="results",
-                       help="output folder (default results/)")
+                       help="output folder (default results/); an interrupted run started "
+                       "again with the same command resumes there")
+    parse.add_argument("--fresh", action="store_true",
+                       help="discard what --out holds and start over")
     return parse
-
-
-def _run_arm(arm: Arm, args: argparse.Namespace, data: Digits, on_epoch) -> ArmResult:
-    """Trains the arm's whole grid as one program; labels it with its best cell's recipe."""
-    lrs = arm.default_lrs() if args.lrs is None else args.lrs
-    wds = arm.default_wds() if args.wds is None else args.wds
-    cell_lrs, cell_wds = (grid.ravel() for grid in np.meshgrid(lrs, wds, indexing="ij"))
-    program = GridProgram(arm, args.model, data, epochs=args.epochs, seed=args.seed)
-    metrics = program.run(cell_lrs, cell_wds, on_epoch=on_epoch)
-    shape = (len(lrs), len(wds))
-    result = ArmResult(arm, lrs, wds, *(metric.reshape(shape) for metric in metrics), recipe="")
-    i, j = best_cell(result)
-    recipe = wdchain.describe(program.optimizer(float(lrs[i]), float(wds[j])))
-    return result._replace(recipe=" — ".join(recipe.splitlines()[:2]))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m wdchain.ablate`` / ``wdchain-ablate``; see ``--help``."""
     from tqdm import tqdm
 
-    args = parser().parse_args(argv)
-    data = load_digits(args.seed)
-    results = []
-    with tqdm(total=len(args.arms) * args.epochs, unit="epoch", file=sys.stderr) as bar:
-        for arm in args.arms:
-            bar.set_description(arm.name)
-            results.append(_run_arm(arm, args, data, on_epoch=lambda: bar.update(1)))
-    write_csv(results, args.out / "results.csv")
-    for result in results:
-        write_heatmap(result, args.out / f"heatmap_{result.arm.name}.png")
-    command = "python -m wdchain.ablate " + shlex.join(sys.argv[1:] if argv is None else argv)
-    summary = summary_markdown(results, command.strip())
-    (args.out / "summary.md").write_text(summary)
+    parse = parser()
+    args = parse.parse_args(argv)
+    preset = PRESETS[args.preset]
+    try:
+        task = load_task(args.task or preset.task)
+    except ValueError as error:
+        parse.error(str(error))
+    if args.task is None or args.epochs is not None:
+        task = dataclasses.replace(task, epochs=args.epochs or preset.epochs)
+    if args.batch_size is not None:
+        task = dataclasses.replace(task, batch_size=args.batch_size)
+    arms = args.arms or list(preset.arms)
+    seeds = args.seeds or preset.seeds
+    grid_size = args.grid_size or preset.grid_size
+    with tqdm(total=len(arms) * len(seeds) * task.epochs, unit="epoch", file=sys.stderr,
+              disable=None) as bar:
+
+        def on_chunk(arm: str, seed: int, epochs: int) -> None:
+            bar.set_description(f"{arm} seed {seed}")
+            bar.update(epochs)
+
+        try:
+            rows = sweep(task, arms=arms, lrs=args.lrs, weight_decays=args.wds, seeds=seeds,
+                         out=args.out, fresh=args.fresh, grid_size=grid_size,
+                         log=lambda line: tqdm.write(line, file=sys.stderr), on_chunk=on_chunk)
+        except ValueError as error:
+            bar.close()
+            parse.error(str(error))
+    import jax
+
+    info: dict[str, Any] = run_info(task, seeds, len(jax.local_devices()))
+    info["command"] = ("python -m wdchain.ablate " + shlex.join(
+        sys.argv[1:] if argv is None else list(argv))).strip()
+    summary = write_report(rows, args.out, info)
     print(summary)
-    print(f"wrote results.csv, summary.md and {len(results)} heatmaps to {args.out}/")
+    print(f"wrote results.csv, summary.md, figure2.png and {len(arms)} heatmaps to {args.out}/")

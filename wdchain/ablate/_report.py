@@ -1,175 +1,227 @@
-"""What the runner writes: results.csv, one heatmap per arm, summary.md.
+"""What a sweep writes: ``results.csv``, ``summary.md``, ``figure2.png``, one heatmap per arm.
 
-The summary's measures, per arm, on the test accuracy A over the lr × λ grid:
-
-- **best**: the cell with the highest accuracy (ties: the lower test loss).
-- **basin**: the number of cells within 0.5 accuracy points of the best, a measure of
-  how forgiving the arm is to its two hyperparameters.
-- **separability**: for each learning rate, λ*(lr) is that row's best weight decay
-  (same tie rule); the slope of log λ* against log lr, fitted by least squares over the
-  rows whose own best is within 2 points of the overall best (rows where training
-  failed say nothing about λ). About −1: the optimum lies on a diagonal where lr·λ is
-  constant; about +1: on the other diagonal, λ/lr constant; either way lr and λ are
-  coupled. About 0: it is axis-aligned, they can be tuned one after the other.
-- **vs L2**: for a decoupled, independent or constant arm whose preconditioner was also
-  run with L2, the relative reduction of the best test error, (e_L2 − e) / e_L2.
+The summary states, in words, only what the measures of :mod:`._analysis` support:
+a slope is called *axis-aligned* when |slope| ≤ 0.5 and *diagonal* when slope ≤ −0.5
+(λ* falls as lr rises), with its spread over seeds; an arm is said to beat its L2
+counterpart only when it is better in every seed and the mean gap exceeds one binomial
+standard error of the test set.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any
 
-import numpy as np
+from wdchain.ablate import _figures
+from wdchain.ablate._analysis import (
+    ArmGrid,
+    ArmMeasures,
+    binomial_se,
+    measure,
+    paired_gap,
+)
 
-from wdchain.ablate._arms import Arm
-
-BASIN_POINTS = 0.5
-SEPARABILITY_POINTS = 2.0
-CSV_COLUMNS = ("arm", "lr", "weight_decay", "train_loss", "test_loss", "test_accuracy")
-
-
-class ArmResult(NamedTuple):
-    """One arm's grid: metrics of shape (len(lrs), len(wds))."""
-
-    arm: Arm
-    lrs: np.ndarray
-    wds: np.ndarray
-    train_loss: np.ndarray
-    test_loss: np.ndarray
-    test_accuracy: np.ndarray
-    recipe: str
+CSV_COLUMNS = ("arm", "preconditioner", "decay", "lr", "weight_decay", "seed", "train_loss",
+               "validation_loss", "validation_error", "test_loss", "test_error", "diverged")
+ALIGNED = 0.5
+_FLOATS = ("lr", "weight_decay", "train_loss", "validation_loss", "validation_error",
+           "test_loss", "test_error")
 
 
-def _best_index(accuracy: np.ndarray, loss: np.ndarray) -> int:
-    """Index of the highest accuracy, ties broken by the lower loss (NaN loss last)."""
-    loss = np.where(np.isfinite(loss), loss, np.inf)
-    return int(np.lexsort((loss, -accuracy))[0])
-
-
-def best_cell(result: ArmResult) -> tuple[int, int]:
-    """(lr index, λ index) of the best cell."""
-    flat = _best_index(result.test_accuracy.ravel(), result.test_loss.ravel())
-    return divmod(flat, len(result.wds))
-
-
-def basin_width(accuracy: np.ndarray) -> int:
-    """Cells within 0.5 accuracy points of the best.
-
-    Example:
-      >>> basin_width(np.array([[0.980, 0.976], [0.974, 0.5]]))
-      2
-    """
-    return int(np.sum(accuracy >= accuracy.max() - BASIN_POINTS / 100 - 1e-9))
-
-
-def separability(result: ArmResult) -> float:
-    """Slope of log λ*(lr) against log lr (NaN with fewer than 3 usable rows or one λ)."""
-    row_best = result.test_accuracy.max(axis=1)
-    rows = np.flatnonzero(row_best >= row_best.max() - SEPARABILITY_POINTS / 100 - 1e-9)
-    if len(rows) < 3 or len(result.wds) < 2 or np.any(result.wds <= 0):
-        return math.nan
-    best_wds = [
-        result.wds[_best_index(result.test_accuracy[i], result.test_loss[i])] for i in rows
-    ]
-    slope, _ = np.polyfit(np.log10(result.lrs[rows]), np.log10(best_wds), 1)
-    return float(slope)
-
-
-def write_csv(results: list[ArmResult], path: Path) -> None:
-    """One row per cell, the columns of ``CSV_COLUMNS``."""
-    with path.open("w", newline="") as file:
+def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """One row per arm × lr × λ × seed, the columns of ``CSV_COLUMNS`` (written atomically)."""
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(CSV_COLUMNS)
-        for result in results:
-            for i, lr in enumerate(result.lrs):
-                for j, weight_decay in enumerate(result.wds):
-                    writer.writerow([
-                        result.arm.name, f"{lr:.6g}", f"{weight_decay:.6g}",
-                        *(f"{metric[i, j]:.6f}" for metric in
-                          (result.train_loss, result.test_loss, result.test_accuracy)),
-                    ])
+        for row in rows:
+            writer.writerow([_format(row[column]) for column in CSV_COLUMNS])
+    os.replace(temporary, path)
 
 
-def write_heatmap(result: ArmResult, path: Path) -> None:
-    """Test error (%) over lr × λ, the best cell outlined; colours clipped at best + 5."""
-    from matplotlib.figure import Figure  # Agg canvas: no display needed
-
-    error = 100 * (1 - result.test_accuracy.T)  # rows: λ, columns: lr
-    best_lr, best_wd = best_cell(result)
-    figure = Figure(figsize=(6.4, 5.2), layout="constrained")
-    ax = figure.add_subplot()
-    image = ax.imshow(error, origin="lower", cmap="viridis_r",
-                      vmin=error.min(), vmax=error.min() + 5)
-    for (j, i), value in np.ndenumerate(error):
-        ax.text(i, j, f"{value:.1f}", ha="center", va="center", fontsize=8,
-                color="white" if value > error.min() + 2.5 else "black")
-    ax.add_patch(_outline(best_lr, best_wd))
-    ax.set_xticks(range(len(result.lrs)), [f"{v:.2g}" for v in result.lrs])
-    ax.set_yticks(range(len(result.wds)), [f"{v:.2g}" for v in result.wds])
-    ax.set_xlabel("peak learning rate")
-    ax.set_ylabel(f"weight decay λ ({result.arm.decay})")
-    ax.set_title(f"{result.arm.name}: test error %, best "
-                 f"{error[best_wd, best_lr]:.2f} (outlined)")
-    figure.colorbar(image, ax=ax, extend="max", label="test error %")
-    figure.savefig(path, dpi=100)
+def _format(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    return str(value)
 
 
-def _outline(column: int, row: int):
-    from matplotlib.patches import Rectangle
-
-    return Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5)
-
-
-def _improvement_over_l2(result: ArmResult, results: list[ArmResult]) -> str:
-    if result.arm.decay not in ("decoupled", "independent", "constant"):
-        return ""
-    for other in results:
-        if other.arm.preconditioner == result.arm.preconditioner and other.arm.decay == "l2":
-            error_l2 = 1 - other.test_accuracy.max()
-            error = 1 - result.test_accuracy.max()
-            if error_l2 == 0:
-                return f"vs {other.arm.name}: both 0 error" if error == 0 else ""
-            return f"{100 * (error_l2 - error) / error_l2:+.0f}% vs {other.arm.name}"
-    return ""
+def read_csv(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``results.csv``, typed as :func:`wdchain.ablate.sweep` returns them."""
+    with path.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    for row in rows:
+        for column in _FLOATS:
+            row[column] = float(row[column])
+        row["seed"] = int(row["seed"])
+        row["diverged"] = row["diverged"] == "true"
+    return rows
 
 
-def summary_markdown(results: list[ArmResult], command: str) -> str:
-    """The summary table, with the measures' definitions."""
+def arm_names(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The arms in the order they first appear."""
+    return list(dict.fromkeys(row["arm"] for row in rows))
+
+
+def analyse(rows: Sequence[dict[str, Any]]) -> list[tuple[ArmGrid, ArmMeasures]]:
+    """Each arm's grid and measures."""
+    grids = [ArmGrid.from_rows(rows, name) for name in arm_names(rows)]
+    return [(grid, measure(grid)) for grid in grids]
+
+
+def _l2_partner(grid: ArmGrid, grids: Sequence[ArmGrid]) -> ArmGrid | None:
+    if grid.decay in ("l2", "none"):
+        return None
+    for other in grids:
+        if other.preconditioner == grid.preconditioner and other.decay == "l2":
+            return other
+    return None
+
+
+def _pct(value: float, digits: int = 1) -> str:
+    return "n/a" if not math.isfinite(value) else f"{100 * value:.{digits}f}"
+
+
+def _pm(mean: float, std: float, scale: float = 1.0, digits: int = 2, sign: bool = True) -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    text = f"{scale * mean:{'+' if sign else ''}.{digits}f}"
+    return text + (f" ± {scale * std:.{digits}f}" if math.isfinite(std) else "")
+
+
+def summary_markdown(rows: Sequence[dict[str, Any]], info: dict[str, Any]) -> str:
+    """The summary: provenance, the table, what the numbers say, the measures."""
+    analysed = analyse(rows)
+    grids = [grid for grid, _ in analysed]
+    by_arm = {grid.arm: measures for grid, measures in analysed}
+    test_size = int(info.get("test_examples") or 0)
     lines = [
         "# Weight-decay ablation: learning rate × weight decay",
         "",
-        f"Command: `{command}`",
+        f"Command: `{info.get('command', '')}`",
         "",
-        "| arm | best test acc. % | at lr | at λ | basin (cells ≤ 0.5 pt) | "
-        "separability (slope log λ* vs log lr) | best-error reduction vs L2 |",
-        "|---|---|---|---|---|---|---|",
+        _figures.provenance(info) + f" · {info.get('environment', '')}".rstrip(" ·"),
+        "",
+        "Hyperparameters are selected on the validation split (seed-mean error); the test "
+        "error is reported at the selected cell, mean ± std over seeds. Errors in %.",
+        "",
+        "| arm | selected lr | selected λ | val. error | test error | edge | slope (mean grid, rows)"
+        " | slope per seed | regret (per seed) | test gap vs L2, per seed | diverged |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for result in results:
-        i, j = best_cell(result)
-        slope = separability(result)
+    for grid, m in analysed:
+        partner = _l2_partner(grid, grids)
+        gap = "–"
+        if partner is not None:
+            mean, std, gaps = paired_gap(m, by_arm[partner.arm])
+            gap = (f"{_pm(mean, std, 100)} vs {partner.arm} "
+                   f"({', '.join(f'{100 * g:+.1f}' for g in gaps)})")
         lines.append(
-            f"| {result.arm.name} | {100 * result.test_accuracy[i, j]:.2f} | "
-            f"{result.lrs[i]:.3g} | {result.wds[j]:.3g} | "
-            f"{basin_width(result.test_accuracy)} / {result.test_accuracy.size} | "
-            f"{'n/a' if math.isnan(slope) else f'{slope:+.2f}'} | "
-            f"{_improvement_over_l2(result, results) or '–'} |"
+            f"| {grid.arm} | {m.selected_lr:.3g} | {m.selected_weight_decay:.3g} | "
+            f"{_pct(m.selected_validation_error)} | {_pm(m.test_error_mean, m.test_error_std, 100, 1, False)} | "
+            f"{m.edge or '–'} | {_pm(m.slope, math.nan)} ({m.slope_rows}) | "
+            f"{_pm(m.slope_mean, m.slope_std)} | "
+            f"{_pm(m.regret_mean, m.regret_std, 100, 1, False)} | {gap} | "
+            f"{m.diverged_cells} / {m.cells} |"
         )
-    lines += ["", "Recipes (at each arm's best cell):", ""]
-    lines += [f"- `{result.arm.name}`: {result.recipe}" for result in results]
-    lines += ["", "Measures:", "", *_MEASURES]
+    lines += ["", "## What this run shows", "", *findings(analysed, test_size), "",
+              "## Measures", "", *_MEASURES]
     return "\n".join(lines) + "\n"
 
 
+def _shape(m: ArmMeasures) -> str:
+    value = m.slope_mean if math.isfinite(m.slope_mean) else m.slope
+    if not math.isfinite(value):
+        return "undetermined (fewer than 3 lr rows with an interior optimum near the best)"
+    spread = (f"slope {m.slope_mean:+.2f} ± {m.slope_std:.2f} over seeds, "
+              if math.isfinite(m.slope_std) else f"slope {value:+.2f}, ")
+    spread += f"{m.slope:+.2f} on the mean grid" if math.isfinite(m.slope) else "mean grid n/a"
+    if abs(value) <= ALIGNED:
+        kind = "axis-aligned: the best λ hardly moves with lr"
+    elif value < 0:
+        kind = "diagonal: the best λ falls as lr rises (lr and λ coupled)"
+    else:
+        kind = "anti-diagonal: the best λ rises with lr (lr and λ coupled)"
+    return f"{kind} ({spread})"
+
+
+def findings(analysed: Sequence[tuple[ArmGrid, ArmMeasures]], test_size: int) -> list[str]:
+    """Sentences on separability, the paired gaps, edges and divergence."""
+    grids = [grid for grid, _ in analysed]
+    by_arm = {grid.arm: m for grid, m in analysed}
+    lines = []
+    for grid, m in analysed:
+        if grid.decay != "none":
+            lines.append(f"- **{grid.arm}**: {_shape(m)}; single-λ regret "
+                         f"{_pm(m.regret_mean, m.regret_std, 100, 1, False)} points.")
+    for grid, m in analysed:
+        partner = _l2_partner(grid, grids)
+        if partner is None:
+            continue
+        mean, std, gaps = paired_gap(m, by_arm[partner.arm])
+        finite = [g for g in gaps if math.isfinite(g)]
+        if not finite:
+            continue
+        se = binomial_se(by_arm[partner.arm].test_error_mean, test_size)
+        lower = sum(g < 0 for g in finite)
+        text = (f"- **{grid.arm} vs {partner.arm}**: test error {_pm(mean, std, 100)} points, "
+                f"lower in {lower} of {len(finite)} seeds")
+        if lower == len(finite) and math.isfinite(se) and -mean > se:
+            text += (f"; larger than one binomial standard error of the test set "
+                     f"({100 * se:.1f} points): {grid.arm} is better here.")
+        elif lower == 0 and math.isfinite(se) and mean > se:
+            text += f"; {partner.arm} is better here (gap above one SE, {100 * se:.1f} points)."
+        else:
+            text += "; no consistent difference at this number of seeds."
+        if len(finite) < 2:
+            text += " One seed only: no spread to judge by."
+        lines.append(text)
+    edges = [f"{grid.arm} ({m.edge})" for grid, m in analysed if m.edge]
+    if edges:
+        lines.append(f"- Selected cell on the grid's edge: {'; '.join(edges)}. A wider grid "
+                     "might find a better cell there.")
+    diverged = [f"{grid.arm} {m.diverged_cells}" for grid, m in analysed if m.diverged_cells]
+    if diverged:
+        lines.append(f"- Diverged cells (non-finite loss in some seed; left out of every "
+                     f"measure): {', '.join(diverged)}.")
+    return lines
+
+
 _MEASURES = [
-    "- *basin*: cells whose test accuracy is within 0.5 points of the arm's best.",
-    "- *separability*: λ*(lr) is each learning rate's best weight decay; the slope of "
-    "log λ* against log lr over the learning rates whose best is within 2 points of the "
-    "arm's best. About −1: the optimum lies on the diagonal lr·λ = const; about +1: on "
-    "λ/lr = const (either way lr and λ are coupled); about 0: axis-aligned (tune one, "
-    "then the other). With a few grid values per axis the slope moves in coarse steps.",
-    "- *reduction vs L2*: (e_L2 − e) / e_L2 for the best test errors e of the arm and of "
-    "the same preconditioner with L2 decay.",
+    "- *val. error*: seed-mean validation error of the selected cell (the lowest on the grid).",
+    "- *edge*: the selected cell lies on the first/last lr, the smallest/largest λ or λ = 0.",
+    "- *slope*: per lr row, λ* = argmin over λ > 0 of the validation error, refined by a "
+    "parabola in log λ; a line log λ* = a + slope·log lr is fitted over the rows whose minimum "
+    "is within 8 points of the best and whose argmin is interior (number of rows in brackets). "
+    "About −1: the optimum lies on lr·λ = const (coupled); about 0: axis-aligned (tune λ once). "
+    "Per seed: mean ± std of the slopes of each seed's grid.",
+    "- *regret*: over the rows within 3 points of the best, the error at the best cell's λ minus "
+    "the row's own minimum, averaged; per seed mean ± std. 0: one λ serves every good lr.",
+    "- *test gap vs L2*: per seed, test error at this arm's selected cell minus that of the same "
+    "preconditioner with L2 (each selected on that seed's validation error); mean ± std.",
+    "- Test cross entropy is not used: it follows the output layer's scale, which decay sets.",
 ]
+
+
+def write_report(rows: Sequence[dict[str, Any]], out: Path, info: dict[str, Any]) -> str:
+    """Writes summary.md, figure2.png and heatmap_<arm>.png; returns the summary."""
+    analysed = analyse(rows)
+    grids = [grid for grid, _ in analysed]
+    measures = [m for _, m in analysed]
+    validation = int(info.get("validation_examples") or 0)
+    tie = 100 * binomial_se(min((m.selected_validation_error for m in measures
+                                 if math.isfinite(m.selected_validation_error)),
+                                default=math.nan), validation)
+    tie = tie if math.isfinite(tie) else 0.0
+    _figures.figure2(grids, measures, info, out / "figure2.png", tie)
+    colour = _figures.colour_range(grids)
+    for grid, m in analysed:
+        _figures.heatmap(grid, m, info, out / f"heatmap_{grid.arm}.png", tie, colour)
+    summary = summary_markdown(rows, info)
+    (out / "summary.md").write_text(summary)
+    return summary

@@ -1,93 +1,211 @@
-"""The task: scikit-learn's 8×8 handwritten digits and two small Flax NNX models."""
+"""A task: a Flax NNX model, its data splits, a loss, and how long to train.
+
+``Task`` is what :func:`wdchain.ablate.sweep` trains for every cell of a grid. The
+data come as ``(x, y)`` arrays held in memory (the whole split on the device), or, for
+the training split, as a batch function (see ``Task``). Hyperparameters are selected
+on the validation split; the test split is only reported.
+"""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
-NUM_CLASSES = 10
-TEST_FRACTION = 0.25
+Arrays = tuple[Any, Any]
+LossFn = Callable[[nnx.Module, Arrays], tuple[jax.Array, dict[str, jax.Array]]]
+BatchFn = Callable[[int, int], Iterable[Arrays]]
+
+VALIDATION_FRACTION = 0.2
+"""Share of ``train`` held out for selection when a Task has no validation split."""
+
+HOLDOUT_SEED = 0
+"""The hold-out is drawn once with this seed, so a user's split stays fixed across seeds."""
 
 
-class Digits(NamedTuple):
-    """Images in [0, 1] of shape (n, 8, 8, 1) and integer labels, split in two."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-
-
-def load_digits(seed: int) -> Digits:
-    """The 1,797 digits (shipped with scikit-learn), stratified 75 / 25 split by ``seed``.
+def classification_loss(model: nnx.Module, batch: Arrays) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Softmax cross entropy on integer labels; the metric is the error rate.
 
     Example:
-      >>> data = load_digits(0)
-      >>> data.x_train.shape, data.x_test.shape
-      ((1347, 8, 8, 1), (450, 8, 8, 1))
+      >>> class Const(nnx.Module):
+      ...     def __call__(self, x):
+      ...         return jnp.tile(jnp.array([2.0, 0.0]), (x.shape[0], 1))
+      >>> loss, metrics = classification_loss(Const(), (jnp.zeros((4, 1)), jnp.array([0, 0, 0, 1])))
+      >>> round(float(metrics["error"]), 2)
+      0.25
     """
-    from sklearn.datasets import load_digits as sklearn_digits
-    from sklearn.model_selection import train_test_split
-
-    images, labels = sklearn_digits(return_X_y=True)
-    images = (images / 16.0).astype(np.float32).reshape(-1, 8, 8, 1)
-    x_train, x_test, y_train, y_test = train_test_split(
-        images, labels.astype(np.int32), test_size=TEST_FRACTION, stratify=labels,
-        random_state=seed,
-    )
-    return Digits(x_train, y_train, x_test, y_test)
+    x, y = batch
+    logits = model(x)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return loss, {"error": jnp.mean(jnp.argmax(logits, axis=-1) != y)}
 
 
-class MLP(nnx.Module):
-    """64 → 128 → 10 with a ReLU."""
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What to train in each cell of a sweep.
 
-    def __init__(self, rngs: nnx.Rngs, hidden: int = 128):
-        self.hidden = nnx.Linear(64, hidden, rngs=rngs)
-        self.out = nnx.Linear(hidden, NUM_CLASSES, rngs=rngs)
+    Args:
+      model: a callable ``rngs -> nnx.Module`` (e.g. the model's class). The module may
+        hold state besides ``nnx.Param`` (BatchNorm statistics, Dropout RNGs): it is
+        carried through training, and the module is put in ``eval()`` mode to be
+        evaluated. Only ``nnx.Param`` leaves are optimised; :func:`wdchain.decay_mask`
+        decides which are decayed (biases and norm scales are not).
+      train: ``(x, y)`` arrays with the examples on the first axis, or a batch
+        function ``batches(seed, epoch) -> iterable of (x, y)`` that yields the epoch's
+        batches of ``batch_size`` examples each, for data that does not fit in memory.
+      test: ``(x, y)`` arrays; reported, never used to select.
+      validation: ``(x, y)`` arrays used to select hyperparameters. ``None`` holds out
+        a stratified ``VALIDATION_FRACTION`` (20 %) of ``train`` (arrays only), drawn
+        once with a fixed seed, so the split is the same for every seed of a sweep.
+      loss: ``(model, (x, y)) -> (loss, metrics)``, a scalar loss to minimise and a dict
+        of scalar metrics (means over the batch). Selection uses ``metrics["error"]``
+        when it is there, the loss otherwise. Default: :func:`classification_loss`.
+      batch_size: examples per step; the last partial batch of an epoch is dropped.
+      epochs: passes over ``train`` (the cosine schedule spans all of them).
+      name: shown in reports and figures.
+      model_name: shown in reports and figures (default: the model's name).
+      splits: for tasks that re-split their data per seed (the built-in ones):
+        ``splits(seed) -> (train, validation, test)`` replaces the three splits for
+        that seed. ``None``: the same splits for every seed.
+      steps_per_epoch: with a batch function for ``train``, the number of batches it
+        yields per epoch (needed to lay out the schedule); ignored for arrays.
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.out(nnx.relu(self.hidden(x.reshape(x.shape[0], -1))))
-
-
-class Conv3x3(nnx.Module):
-    """A 3×3 'same' convolution as nine shifted slices and one matmul.
-
-    The same function as ``nnx.Conv(in_features, out_features, (3, 3))``, written so that
-    under ``jax.vmap`` over cells (one kernel per cell) it is a batched matmul: XLA on
-    CPU runs a vmapped ``nnx.Conv`` as a grouped convolution, about 9× slower here.
+    With arrays, a seed changes the initialisation, the batch order and the Dropout
+    RNGs (and, with ``splits``, the split).
     """
 
-    def __init__(self, in_features: int, out_features: int, rngs: nnx.Rngs):
-        init = nnx.initializers.lecun_normal()
-        self.kernel = nnx.Param(init(rngs.params(), (3, 3, in_features, out_features)))
-        self.bias = nnx.Param(jnp.zeros(out_features))
+    model: Callable[[nnx.Rngs], nnx.Module]
+    train: Arrays | BatchFn
+    test: Arrays
+    validation: Arrays | None = None
+    loss: LossFn | None = None
+    batch_size: int = 100
+    epochs: int = 100
+    name: str = "task"
+    model_name: str | None = None
+    splits: Callable[[int], tuple[Arrays, Arrays, Arrays]] | None = None
+    steps_per_epoch: int | None = None
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        _, height, width, _ = x.shape
-        padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        patches = jnp.concatenate(
-            [padded[:, i : i + height, j : j + width] for i in range(3) for j in range(3)],
-            axis=-1,
+    def __post_init__(self) -> None:
+        if not callable(self.model):
+            raise ValueError(
+                f"Task: model must be a callable rngs -> nnx.Module (e.g. the model's class), "
+                f"got {self.model!r}"
+            )
+        for field in ("batch_size", "epochs"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"Task: {field} must be an integer ≥ 1, got {value!r}")
+        if callable(self.train):
+            if self.validation is None:
+                raise ValueError(
+                    "Task: with a batch function for train, give validation= arrays too "
+                    "(a hold-out can only be drawn from arrays)"
+                )
+            if not isinstance(self.steps_per_epoch, int) or self.steps_per_epoch < 1:
+                raise ValueError(
+                    "Task: with a batch function for train, give steps_per_epoch= (the number "
+                    f"of batches it yields per epoch), got {self.steps_per_epoch!r}"
+                )
+        for field in ("train", "validation", "test"):
+            value = getattr(self, field)
+            if value is None or (field == "train" and callable(value)):
+                continue
+            _check_split(field, value)
+
+    @property
+    def loss_fn(self) -> LossFn:
+        """The loss, :func:`classification_loss` by default."""
+        return self.loss or classification_loss
+
+    @property
+    def label(self) -> str:
+        """The model's name for reports."""
+        return self.model_name or getattr(self.model, "__name__", type(self.model).__name__)
+
+    def for_seed(self, seed: int) -> Task:
+        """This task's splits for ``seed``, with a validation split in place."""
+        task = self
+        if self.splits is not None:
+            train, validation, test = self.splits(seed)
+            task = dataclasses.replace(self, train=train, validation=validation, test=test,
+                                       splits=None)
+        if task.validation is None:
+            train, validation = holdout(task.train, VALIDATION_FRACTION)  # type: ignore[arg-type]
+            task = dataclasses.replace(task, train=train, validation=validation)
+        return task
+
+    def train_steps_per_epoch(self) -> int:
+        """Steps per epoch: full batches of ``train``."""
+        if callable(self.train):
+            assert self.steps_per_epoch is not None
+            return self.steps_per_epoch
+        steps = len(self.train[0]) // self.batch_size
+        if steps < 1:
+            raise ValueError(
+                f"Task: batch_size {self.batch_size} exceeds the {len(self.train[0])} training "
+                "examples; lower batch_size"
+            )
+        return steps
+
+
+def _check_split(field: str, value: Any) -> None:
+    if not (isinstance(value, tuple | list) and len(value) == 2):
+        raise ValueError(f"Task: {field} must be a pair (x, y) of arrays, got {type(value).__name__}")
+    x, y = value
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(
+            f"Task: {field} needs as many labels as examples (and at least one), got "
+            f"{len(x)} examples and {len(y)} labels"
         )
-        return patches @ self.kernel[...].reshape(-1, self.kernel.shape[-1]) + self.bias[...]
 
 
-class CNN(nnx.Module):
-    """Two 3×3 convolutions (16 and 32 channels), each followed by 2×2 average pooling."""
+def holdout(train: Arrays, fraction: float, seed: int = HOLDOUT_SEED) -> tuple[Arrays, Arrays]:
+    """Splits ``fraction`` of ``train`` off for validation, stratified by integer labels.
 
-    def __init__(self, rngs: nnx.Rngs):
-        self.conv1 = Conv3x3(1, 16, rngs)
-        self.conv2 = Conv3x3(16, 32, rngs)
-        self.out = nnx.Linear(2 * 2 * 32, NUM_CLASSES, rngs=rngs)
+    Example:
+      >>> x, y = np.arange(20.0), np.array([0] * 10 + [1] * 10)
+      >>> (x_fit, y_fit), (x_val, y_val) = holdout((x, y), 0.2)
+      >>> len(x_fit), len(x_val), sorted(y_val.tolist())
+      (16, 4, [0, 0, 1, 1])
+    """
+    x, y = (np.asarray(a) for a in train)
+    validation = stratified_indices(y, round(fraction * len(y)), seed)
+    keep = np.setdiff1d(np.arange(len(y)), validation)
+    return (x[keep], y[keep]), (x[validation], y[validation])
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = nnx.avg_pool(nnx.relu(self.conv1(x)), (2, 2), strides=(2, 2))
-        x = nnx.avg_pool(nnx.relu(self.conv2(x)), (2, 2), strides=(2, 2))
-        return self.out(x.reshape(x.shape[0], -1))
+
+def stratified_indices(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """``count`` indices drawn at random with each class in proportion (any labels)."""
+    rng = np.random.default_rng(seed)
+    if not np.issubdtype(labels.dtype, np.integer) or labels.ndim != 1:
+        return np.sort(rng.permutation(len(labels))[:count])
+    classes, inverse = np.unique(labels, return_inverse=True)
+    order = rng.permutation(len(labels))
+    # Interleave the classes: the k-th example of each class, in turn, shuffled within.
+    rank = np.empty(len(labels))
+    for c in range(len(classes)):
+        members = order[inverse[order] == c]
+        rank[members] = (np.arange(len(members)) + rng.random()) / len(members)
+    return np.sort(np.argsort(rank, kind="stable")[:count])
 
 
-MODELS = {"mlp": MLP, "cnn": CNN}
+def stratified_split(x: np.ndarray, y: np.ndarray, sizes: tuple[int, ...],
+                     seed: int) -> list[Arrays]:
+    """``x, y`` cut into stratified parts of the given sizes (they must sum to len(y))."""
+    if sum(sizes) != len(y):
+        raise ValueError(f"stratified_split: sizes {sizes} do not sum to {len(y)}")
+    remaining = np.arange(len(y))
+    parts = []
+    for size in sizes[:-1]:
+        chosen = remaining[stratified_indices(y[remaining], size, seed + len(parts))]
+        parts.append((x[chosen], y[chosen]))
+        remaining = np.setdiff1d(remaining, chosen)
+    parts.append((x[remaining], y[remaining]))
+    return parts

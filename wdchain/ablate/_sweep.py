@@ -1,0 +1,195 @@
+"""``sweep``: train a Task for every arm × lr × λ × seed and return one row per cell."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+import wdchain
+from wdchain.ablate._arms import Arm, parse_arm
+from wdchain.ablate._engine import GridProgram, local_mesh
+from wdchain.ablate._report import CSV_COLUMNS, write_csv
+from wdchain.ablate._resume import RunStore
+from wdchain.ablate._task import Task
+
+Grid = Sequence[float] | Mapping[str, Sequence[float]] | None
+
+
+def _grid(name: str, values: Any, arm: Arm, default: np.ndarray, *, allow_zero: bool) -> np.ndarray:
+    if isinstance(values, Mapping):
+        values = values.get(arm.name)
+    if values is None:
+        return default
+    try:
+        grid = np.asarray([float(v) for v in values], np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"sweep: {name} must be a sequence of numbers, got {values!r}") from None
+    if grid.size == 0:
+        raise ValueError(f"sweep: {name} for arm {arm.name!r} is empty; give at least one value")
+    low = "≥ 0" if allow_zero else "> 0"
+    bad = [v for v in grid if not (math.isfinite(v) and (v >= 0 if allow_zero else v > 0))]
+    if bad:
+        raise ValueError(f"sweep: {name} must be finite and {low}, got {bad[0]!r} "
+                         f"(arm {arm.name!r})")
+    return np.unique(grid)
+
+
+def _seeds(seeds: Any) -> tuple[int, ...]:
+    values = tuple(seeds) if not isinstance(seeds, int) else (seeds,)
+    if not values or any(isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 0
+                         for s in values):
+        raise ValueError(f"sweep: seeds must be integers ≥ 0 (at least one), got {seeds!r}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"sweep: seeds repeat, got {seeds!r}")
+    return tuple(int(s) for s in values)
+
+
+def _fingerprint(task: Task) -> str:
+    """A short hash of seed 0's data, so a run is not resumed on other data."""
+    digest = hashlib.sha256()
+    first = task.for_seed(0)
+    for split in (first.train, first.validation, first.test):
+        if split is None or callable(split):
+            continue
+        for array in split:
+            digest.update(np.ascontiguousarray(np.asarray(array)).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def run_info(task: Task, seeds: Sequence[int], mesh_devices: int) -> dict[str, Any]:
+    """What reports print as their provenance."""
+    first = task.for_seed(seeds[0])
+    assert first.validation is not None
+    return {
+        "task": task.name, "model": task.label, "epochs": task.epochs,
+        "batch_size": task.batch_size, "seeds": list(seeds), "version": wdchain.__version__,
+        "validation_examples": len(first.validation[0]), "test_examples": len(first.test[0]),
+        "environment": f"jax {jax.__version__}, {jax.default_backend()} × {mesh_devices}",
+    }
+
+
+def sweep(
+    task: Task,
+    *,
+    arms: Sequence[str],
+    lrs: Grid = None,
+    weight_decays: Grid = None,
+    seeds: Sequence[int] = (0,),
+    devices: Sequence[Any] | None = None,
+    out: str | Path | None = None,
+    fresh: bool = False,
+    grid_size: int = 8,
+    log: Callable[[str], None] | None = None,
+    on_chunk: Callable[[str, int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Trains ``task`` for every arm × lr × λ × seed; one row (a dict) per cell.
+
+    Args:
+      task: a :class:`wdchain.ablate.Task`.
+      arms: arm names, ``<preconditioner>-<decay>`` of :func:`wdchain.build`
+        (``adam-l2``, ``momentum-independent``…) or ``adamw``, ``adamw-independent``,
+        ``sgdw``.
+      lrs: peak learning rates (> 0): one sequence for every arm, a mapping from arm
+        name to a sequence, or None for each arm's default grid.
+      weight_decays: λ values (≥ 0; λ = 0 is the no-decay baseline), as for ``lrs``.
+      seeds: each changes the initialisation, the batch order, the model's RNGs (and
+        the split, for tasks with ``splits``).
+      devices: the devices to spread each grid's cells over (a 1-D mesh); None: all
+        local devices.
+      out: a folder: write ``results.csv`` (updated after each arm and seed) and keep
+        checkpoints there, so that the same call resumes an interrupted sweep.
+      fresh: with ``out``, discard what is there and start over.
+      grid_size: points of the default grids.
+      log: called with a line of text on resuming (default: print to stderr).
+      on_chunk: called as ``on_chunk(arm, seed, epochs)`` after each chunk, with the
+        number of epochs it trained (or skipped, on resuming).
+
+    Returns:
+      A list of dicts with the keys of ``CSV_COLUMNS``: ``arm`` (the name given),
+      ``preconditioner``, ``decay``, ``lr``, ``weight_decay``, ``seed``, ``train_loss``,
+      ``validation_loss``, ``validation_error``, ``test_loss``, ``test_error`` (errors
+      as fractions in [0, 1]; NaN for a diverged cell) and ``diverged``.
+    """
+    if not isinstance(task, Task):
+        raise ValueError(f"sweep: task must be a wdchain.ablate.Task, got {task!r}")
+    if isinstance(arms, str):
+        arms = [a.strip() for a in arms.split(",") if a.strip()]
+    parsed = [parse_arm(name) for name in dict.fromkeys(arms)]
+    if not parsed:
+        raise ValueError("sweep: arms is empty; give at least one arm, e.g. ['adam-l2', 'adamw']")
+    seeds = _seeds(seeds)
+    log = log or (lambda line: print(line, file=sys.stderr))
+    grids = {arm.name: (_grid("lrs", lrs, arm, arm.default_lrs(grid_size), allow_zero=False),
+                        _grid("weight_decays", weight_decays, arm,
+                              arm.default_weight_decays(grid_size), allow_zero=True))
+             for arm in parsed}
+    mesh = local_mesh(devices)
+    store = None
+    if out is not None:
+        config = {
+            "task": task.name, "model": task.label, "epochs": task.epochs,
+            "batch_size": task.batch_size, "seeds": list(seeds), "data": _fingerprint(task),
+            "arms": [arm.name for arm in parsed], "wdchain": wdchain.__version__,
+            "grids": {name: [list(map(float, g)) for g in pair] for name, pair in grids.items()},
+        }
+        store = RunStore(Path(out), config, fresh=fresh, log=log)
+    rows: list[dict[str, Any]] = []
+    for arm in parsed:
+        arm_lrs, arm_wds = grids[arm.name]
+        cell_lrs, cell_wds = (g.ravel() for g in np.meshgrid(arm_lrs, arm_wds, indexing="ij"))
+        program: GridProgram | None = None
+        for seed in seeds:
+            done = store.finished(arm.name, seed) if store else None
+            if done is not None:
+                rows += done
+                continue
+            if program is None:
+                program = GridProgram(task, arm, cell_lrs, cell_wds, mesh)
+            seed_rows = _train(program, arm, seed, cell_lrs, cell_wds, store, log, on_chunk)
+            if store:
+                store.finish(arm.name, seed, seed_rows)
+            rows += seed_rows
+            if out is not None:
+                write_csv(rows, Path(out) / "results.csv")
+    if out is not None:
+        write_csv(rows, Path(out) / "results.csv")
+    return rows
+
+
+def _train(program: GridProgram, arm: Arm, seed: int, cell_lrs: np.ndarray,
+           cell_wds: np.ndarray, store: RunStore | None, log: Callable[[str], None],
+           on_chunk: Callable[[str, int, int], None] | None) -> list[dict[str, Any]]:
+    carry = program.initial_carry(seed)
+    epoch = 0
+    if store is not None:
+        restored = store.restore(arm.name, seed, carry)
+        if restored is not None:
+            epoch, carry = restored
+            log(f"resumed {arm.name} seed {seed} from its checkpoint after epoch {epoch} "
+                f"of {program.task.epochs}")
+    if on_chunk is not None and epoch:
+        on_chunk(arm.name, seed, epoch)
+    while epoch < program.task.epochs:
+        start = epoch
+        carry, epoch = program.train_chunk(carry, seed, epoch)
+        if store is not None and epoch < program.task.epochs:
+            store.save(arm.name, seed, epoch, carry)
+        if on_chunk is not None:
+            on_chunk(arm.name, seed, epoch - start)
+    metrics = program.evaluate(carry, seed)
+    return [
+        dict(zip(CSV_COLUMNS, (
+            arm.name, arm.preconditioner, arm.decay, float(lr), float(wd), seed,
+            *(float(getattr(metrics, field)[k]) for field in (
+                "train_loss", "validation_loss", "validation_error", "test_loss", "test_error")),
+            bool(metrics.diverged[k]),
+        )))
+        for k, (lr, wd) in enumerate(zip(cell_lrs, cell_wds))
+    ]
