@@ -81,6 +81,7 @@ from wdchain._packed import PackedLayout as PackedLayout
 # Reliability: non-finite gradients, precision, checkpoints.
 from wdchain._guard import skip_nonfinite as skip_nonfinite
 from wdchain._guard import skipped_steps as skipped_steps
+from wdchain._steps import step_count as step_count
 from wdchain._checkpoint import restore_state as restore_state
 from wdchain._checkpoint import state_signature as state_signature
 from wdchain._precision import inject_hyperparams as inject_hyperparams
