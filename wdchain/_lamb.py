@@ -8,20 +8,24 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from wdchain import _recipe, _tree
+from wdchain import _recipe, _tree, _validate
 
 
-def scale_by_trust_ratio() -> optax.GradientTransformation:
+def scale_by_trust_ratio(trust_coefficient: Any = 1.0) -> optax.GradientTransformation:
     r"""Scales each leaf's update by the ratio of the parameter's norm to the update's.
 
     .. math::
 
-        u \leftarrow \frac{\lVert\theta\rVert}{\lVert u\rVert}\, u
+        u \leftarrow c\,\frac{\lVert\theta\rVert}{\lVert u\rVert}\, u
         \quad\text{per leaf, with ratio 1 where either norm is 0}
 
-    (You et al. 2020, φ the identity). Placed after ``decoupled_weight_decay`` the
+    (You et al. 2020, φ the identity; c = ``trust_coefficient``, 1 in LAMB, LARS's
+    η (e.g. 1e-3) otherwise). Placed after ``decoupled_weight_decay`` the
     update is :math:`r + \lambda\theta` and the decay sits *inside* the ratio, as in
     the paper and ``optax.lamb``. Norms are taken in at least float32.
+
+    Args:
+      trust_coefficient: c ≥ 0 (default 1, LAMB's).
 
     Returns:
       An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
@@ -34,6 +38,7 @@ def scale_by_trust_ratio() -> optax.GradientTransformation:
       Array([0., 5.], dtype=float32)
     """
     where = "scale_by_trust_ratio"
+    _validate.check_range(where, "trust_coefficient", trust_coefficient)
 
     def init_fn(params: Any) -> optax.EmptyState:
         _tree.require_real(where, params)
@@ -51,9 +56,13 @@ def scale_by_trust_ratio() -> optax.GradientTransformation:
             p_norm, u_norm = jnp.linalg.norm(p_c.ravel()), jnp.linalg.norm(u_c.ravel())
             zero = (p_norm == 0) | (u_norm == 0)
             ratio = jnp.where(zero, 1, p_norm / jnp.where(zero, 1, u_norm))
+            if not _validate.is_static_zero(trust_coefficient - 1):
+                ratio = trust_coefficient * ratio
             return _tree.cast(ratio * u_c, u.dtype)
 
         return jax.tree.map(scale, updates, params), state
 
     tx = optax.GradientTransformation(init_fn, update_fn)
-    return _recipe.label(tx, _recipe.Step("trust_ratio", _recipe.PRECONDITIONER))
+    hyperparams = () if _validate.is_static_zero(trust_coefficient - 1) else (
+        ("c", trust_coefficient),)
+    return _recipe.label(tx, _recipe.Step("trust_ratio", _recipe.PRECONDITIONER, hyperparams))
