@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 
@@ -23,6 +24,10 @@ import torch_oracle as oracle
 import wdchain
 
 TOLERANCE = {np.float64: 1e-12, np.float32: 1e-5}
+# Muon with torch's bfloat16 Newton–Schulz on both sides: the iterations agree bit for bit
+# but for an occasional last-place rounding of a bfloat16 product (measured 4e-6 after
+# 100 steps); 2⁻¹⁰ leaves room for other CPUs' accumulation orders.
+BF16_TOLERANCE = 2.0**-10
 
 
 @functools.cache
@@ -36,6 +41,57 @@ def _grid_errors(dtype: type) -> dict[str, float]:
 def test_grid_matches_torch(case: oracle.Case, dtype: type) -> None:
     error = _grid_errors(dtype)[case.id]
     assert error <= TOLERANCE[dtype], f"{case.id} ({dtype.__name__}): {error:.3g}"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_muon_bfloat16_iteration_matches_torch(dtype: type) -> None:
+    errors = oracle.compare(oracle.MUON_BF16_CASES, dtype)
+    for case_id, error in errors.items():
+        assert error <= BF16_TOLERANCE, f"{case_id} ({dtype.__name__}): {error:.3g}"
+    # ... and the bfloat16 iteration is not the float one: the test can tell them apart.
+    exact = oracle.compare([dataclasses.replace(oracle.MUON_BF16_CASES[0], ns_dtype=None)],
+                           dtype)
+    assert next(iter(exact.values())) <= TOLERANCE[dtype]
+    ours = oracle.MUON_BF16_CASES[0]
+    params = oracle.make_matrix_params()
+    grads = oracle.make_grads(params, 20)
+    bf16, wide = oracle.run_wdchain(
+        [ours.wdchain_tx(dtype), dataclasses.replace(ours, ns_dtype=None).wdchain_tx(dtype)],
+        params, grads, dtype)
+    assert oracle.relative_error(bf16, wide) > 1e-4
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_asgd_averaged_params_match_torch_ax(dtype: type) -> None:
+    """wdchain.averaged_params(state) is torch's state["ax"], averaging from t₀ = 10."""
+    kwargs = {"lr": 0.05, "lambd": 1e-3, "t0": 10.0, "weight_decay": 0.1}
+    params = oracle.make_params()
+    grads = oracle.make_grads(params, 60)
+    tx = wdchain.asgd(**kwargs)
+    with jax.enable_x64(dtype == np.float64):
+        p = jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
+        state = tx.init(p)
+        update = jax.jit(tx.update)
+        for k in range(60):
+            g = jax.tree.map(lambda x, k=k: jnp.asarray(x[k], dtype), grads)
+            updates, state = update(g, state, p)
+            p = optax.apply_updates(p, updates)
+        ours = jax.tree.map(np.asarray, wdchain.averaged_params(state))
+    leaves, treedef = jax.tree.flatten(params)
+    with oracle.torch_default_dtype(dtype):
+        tensors = [torch.tensor(x, dtype=oracle.TORCH_DTYPES[dtype]) for x in leaves]
+        for t in tensors:
+            t.requires_grad_(True)
+        optimizer = torch.optim.ASGD(tensors, **kwargs)
+        for k in range(60):
+            for t, g in zip(tensors, jax.tree.leaves(grads)):
+                t.grad = torch.tensor(g[k], dtype=oracle.TORCH_DTYPES[dtype])
+            optimizer.step()
+        theirs = treedef.unflatten([optimizer.state[t]["ax"].numpy().copy() for t in tensors])
+    error = oracle.relative_error(ours, theirs)
+    assert error <= TOLERANCE[dtype], f"{error:.3g}"
+    # The average lags the iterate (the test would notice a copy of θ).
+    assert oracle.relative_error(ours, jax.tree.map(np.asarray, p)) > 1e-3
 
 
 def test_grid_covers_every_option() -> None:
@@ -77,6 +133,9 @@ TRAJECTORIES = {
     "nadam": {"lr": 1e-2, "weight_decay": 1e-2, "decoupled_weight_decay": True},
     "radam": {"lr": 1e-2, "weight_decay": 1e-2},
     "adamax": {"lr": 1e-2, "weight_decay": 1e-2},
+    "adadelta": {"lr": 1.0, "rho": 0.8, "weight_decay": 1e-2},
+    "asgd": {"lr": 0.1, "lambd": 1e-2, "t0": 5.0, "weight_decay": 1e-2},
+    "adafactor": {"lr": 0.05, "weight_decay": 0.1},
 }
 
 

@@ -132,7 +132,11 @@ def check_newton_schulz(where: str, ns_coefficients: Any, eps: Any, ns_steps: An
     coefficients = _check_coefficients(where, ns_coefficients)
     _validate.check_range(where, "eps", eps)
     if not _validate.is_whole_number(ns_steps) or not 0 <= ns_steps < 100:
-        raise ValueError(f"{where}: ns_steps must be an int in [0, 100), got {ns_steps!r}")
+        raise ValueError(
+            f"{where}: ns_steps must be a Python int in [0, 100), got {ns_steps!r} (it is "
+            "the iteration count, fixed when the step is traced: with inject_hyperparams, "
+            "give static_args=('ns_steps', 'ns_dtype'))"
+        )
     _validate.check_float_dtype(where, "ns_dtype", ns_dtype)
     if ns_dtype is None:
         raise ValueError(f"{where}: ns_dtype must be a floating dtype (e.g. jnp.bfloat16), "
