@@ -27,9 +27,11 @@ import wdchain
 from torch_oracle import (
     TORCH_OPTIMIZERS,
     make_grads,
+    make_matrix_params,
     make_params,
     relative_error,
     torch_default_dtype,
+    torch_newton_schulz_dtype,
     warmup_cosine,
     warmup_cosine_torch,
 )
@@ -50,8 +52,29 @@ PRECONDITIONERS = {
     "nadam": ("nadam", {"momentum_decay": 0.05}),
     "radam": ("radam", {"betas": (0.8, 0.99)}),
     "adamax": ("adamax", {"betas": (0.8, 0.99), "eps": 1e-3}),
+    "adadelta": ("adadelta", {"rho": 0.8, "eps": 1e-4}),
+    "asgd": ("asgd", {"lambd": 1e-2, "alpha": 0.5, "t0": 10.0}),
+    "adafactor": ("adafactor", {"beta2_decay": -0.6, "d": 2.0, "eps": (1e-20, 1e-3)}),
+    "muon": ("muon", {"momentum": 0.9, "adjust_lr_fn": "match_rms_adamw"}),
 }
 DECOUPLED_IN_TORCH = ("adam", "nadam", "radam")
+# Where torch's weight_decay is not L2: decoupled, × the group's lr.
+ONLY_DECOUPLED_IN_TORCH = ("adafactor", "muon")
+# wdchain-only options: Muon's iteration in float64, as torch's is patched to run.
+WDCHAIN_ONLY = {"muon": {"ns_dtype": jnp.float64}}
+
+
+def native_placements(preconditioner: str) -> list[str]:
+    """The placements torch has for this preconditioner."""
+    if preconditioner in ONLY_DECOUPLED_IN_TORCH:
+        return ["decoupled"]
+    return ["l2"] + (["decoupled"] if preconditioner in DECOUPLED_IN_TORCH else [])
+
+
+def problem(preconditioner: str, steps: int = STEPS) -> tuple[Any, Any]:
+    """Params (2-D leaves only for Muon) and gradients."""
+    params = make_matrix_params() if preconditioner == "muon" else make_params()
+    return params, make_grads(params, steps)
 
 
 def run_many(txs: list[optax.GradientTransformation], params: Any, grads: Any) -> list[Any]:
@@ -80,23 +103,27 @@ def run_many(txs: list[optax.GradientTransformation], params: Any, grads: Any) -
 def run_torch(preconditioner: str, decay: str, params: Any, grads: Any) -> Any:
     """torch.optim for the cell: native where torch has it, else torch + the decay."""
     name, options = PRECONDITIONERS[preconditioner]
-    native = decay == "l2" or (decay == "decoupled" and preconditioner in DECOUPLED_IN_TORCH)
+    native = decay in native_placements(preconditioner)
     kwargs = {"lr": LR, **options, "weight_decay": WD if native else 0.0}
-    if native and decay == "decoupled":
+    if native and decay == "decoupled" and preconditioner in DECOUPLED_IN_TORCH:
         kwargs["decoupled_weight_decay"] = True
     lr_decay = options.get("lr_decay", 0.0)
     leaves, treedef = jax.tree.flatten(params)
     grad_leaves = jax.tree.leaves(grads)
-    with torch_default_dtype(np.float64):
+    with torch_default_dtype(np.float64), torch_newton_schulz_dtype(torch.float64):
         tensors = [torch.tensor(x, requires_grad=True) for x in leaves]
         optimizer = TORCH_OPTIMIZERS[name](tensors, **kwargs)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine_torch)
         for k in range(STEPS):
             lr_k = optimizer.param_groups[0]["lr"] / (1 + k * lr_decay)  # Adagrad's clr
-            scale = {"decoupled": lr_k, "independent": lr_k / LR, "constant": 1.0}
+            # The lr step's value: ASGD's is its η_t (torch's state "eta").
+            state = optimizer.state[tensors[0]]
+            step_size = float(state["eta"]) if "eta" in state else lr_k
+            scale = {"decoupled": step_size, "independent": lr_k / LR, "constant": 1.0}
             previous = [t.detach().clone() for t in tensors]
             for tensor, g in zip(tensors, grad_leaves):
-                tensor.grad = torch.tensor(g[k])
+                l2 = WD * tensor.detach() if decay == "l2" and not native else 0.0
+                tensor.grad = torch.tensor(g[k]) + l2
             optimizer.step()
             if not native and decay in scale:
                 with torch.no_grad():
@@ -114,24 +141,24 @@ def built(preconditioner: str, decay: str, **kwargs: Any) -> optax.GradientTrans
     _, options = PRECONDITIONERS[preconditioner]
     return wdchain.build(
         preconditioner, decay=decay, lr=LR, weight_decay=WD, schedule=schedule,
-        **options, **kwargs,
+        **options, **WDCHAIN_ONLY.get(preconditioner, {}), **kwargs,
     )
 
 
 def alias(preconditioner: str, decay: str) -> optax.GradientTransformation:
     """The wdchain alias for an L2 or torch-decoupled cell."""
     name, options = PRECONDITIONERS[preconditioner]
-    kwargs = {"lr": lambda count: LR * schedule(count), "weight_decay": WD, **options}
-    if decay == "decoupled":
+    kwargs = {"lr": lambda count: LR * schedule(count), "weight_decay": WD, **options,
+              **WDCHAIN_ONLY.get(preconditioner, {})}
+    if decay == "decoupled" and preconditioner in DECOUPLED_IN_TORCH:
         kwargs["decoupled_weight_decay"] = True
     return getattr(wdchain, name)(**kwargs)
 
 
 @pytest.mark.parametrize("preconditioner", list(PRECONDITIONERS))
 def test_every_placement_matches_torch(preconditioner: str) -> None:
-    params = make_params()
-    grads = make_grads(params, STEPS)
-    native = ["l2"] + (["decoupled"] if preconditioner in DECOUPLED_IN_TORCH else [])
+    params, grads = problem(preconditioner)
+    native = native_placements(preconditioner)
     txs = [built(preconditioner, decay) for decay in wdchain.PLACEMENTS]
     txs += [alias(preconditioner, decay) for decay in native]
     finals = run_many(txs, params, grads)
@@ -145,8 +172,8 @@ def test_every_placement_matches_torch(preconditioner: str) -> None:
     # The placements really differ from one another.
     for i, a in enumerate(wdchain.PLACEMENTS):
         for b in wdchain.PLACEMENTS[i + 1:]:
-            if preconditioner == "sgd" and {a, b} == {"l2", "decoupled"}:
-                continue  # without a preconditioner they are the same update
+            if preconditioner in ("sgd", "asgd") and {a, b} == {"l2", "decoupled"}:
+                continue  # without a preconditioner's statistics they are the same update
             assert relative_error(ours[a], ours[b]) > 1e-6, (a, b)
 
 
@@ -158,6 +185,104 @@ def test_sgd_l2_and_decoupled_coincide() -> None:
 
 
 # --------------------------------------------------------------------------------------
+# Lion and LAMB: no torch.optim counterpart. The oracle is NumPy from the papers'
+# equations; optax.lion and optax.lamb are measured against the decoupled cell.
+
+SIGN_AND_TRUST = {
+    "lion": {"betas": (0.8, 0.95)},
+    "lamb": {"betas": (0.8, 0.99), "eps": 1e-5},
+}
+
+
+def numpy_reference(preconditioner: str, decay: str, params: Any, grads: Any) -> Any:
+    """Lion (Chen et al. 2023, Alg. 2) or LAMB (You et al. 2020, Alg. 2) with the decay
+    of ``decay``, in float64, under the test's lr schedule."""
+    options = SIGN_AND_TRUST[preconditioner]
+    beta1, beta2 = options["betas"]
+    leaves, treedef = jax.tree.flatten(params)
+    theta = [np.array(x) for x in leaves]
+    m = [np.zeros_like(x) for x in theta]
+    v = [np.zeros_like(x) for x in theta]
+    for k in range(jax.tree.leaves(grads)[0].shape[0]):
+        eta = warmup_cosine_torch(k)
+        lr = LR * eta
+        for i, g in enumerate(jax.tree.leaves(grads)):
+            g = g[k] + (WD * theta[i] if decay == "l2" else 0.0)
+            if preconditioner == "lion":
+                u = np.sign(beta1 * m[i] + (1 - beta1) * g)
+                m[i] = beta2 * m[i] + (1 - beta2) * g
+            else:
+                m[i] = beta1 * m[i] + (1 - beta1) * g
+                v[i] = beta2 * v[i] + (1 - beta2) * g * g
+                m_hat, v_hat = m[i] / (1 - beta1 ** (k + 1)), v[i] / (1 - beta2 ** (k + 1))
+                u = m_hat / (np.sqrt(v_hat) + options["eps"])
+            if decay == "decoupled":
+                u = u + WD * theta[i]
+            if preconditioner == "lamb":
+                p_norm, u_norm = np.linalg.norm(theta[i]), np.linalg.norm(u)
+                u = u * (p_norm / u_norm if p_norm > 0 and u_norm > 0 else 1.0)
+            after = {"independent": eta * WD, "constant": WD}.get(decay, 0.0)
+            theta[i] = theta[i] - lr * u - after * theta[i]
+    return treedef.unflatten(theta)
+
+
+@pytest.mark.parametrize("preconditioner", list(SIGN_AND_TRUST))
+def test_lion_and_lamb_match_their_papers_for_every_placement(preconditioner: str) -> None:
+    params = make_params()
+    grads = make_grads(params, STEPS)
+    options = SIGN_AND_TRUST[preconditioner]
+    txs = [wdchain.build(preconditioner, decay=d, lr=LR, weight_decay=WD, schedule=schedule,
+                         **options) for d in wdchain.PLACEMENTS]
+    finals = dict(zip(wdchain.PLACEMENTS, run_many(txs, params, grads)))
+    for decay, ours in finals.items():
+        error = relative_error(ours, numpy_reference(preconditioner, decay, params, grads))
+        assert error < 1e-11, f"{preconditioner}-{decay}: {error:.2e}"
+    for i, a in enumerate(wdchain.PLACEMENTS):
+        for b in wdchain.PLACEMENTS[i + 1:]:
+            assert relative_error(finals[a], finals[b]) > 1e-6, (a, b)
+
+
+def optax_counterpart(preconditioner: str) -> optax.GradientTransformation:
+    options = SIGN_AND_TRUST[preconditioner]
+    beta1, beta2 = options["betas"]
+    lr = lambda count: LR * schedule(count)  # noqa: E731
+    if preconditioner == "lion":
+        return optax.lion(lr, b1=beta1, b2=beta2, weight_decay=WD)
+    return optax.lamb(lr, b1=beta1, b2=beta2, eps=options["eps"], weight_decay=WD)
+
+
+# Measured float64 differences of build(<p>, decay="decoupled") from optax after 100 steps
+# (README, "Lion and LAMB"): the rules coincide; what is left is rounding.
+OPTAX_DIFFERENCE = {"lion": 1e-13, "lamb": 1e-13}
+
+
+@pytest.mark.parametrize("preconditioner", list(SIGN_AND_TRUST))
+def test_decoupled_lion_and_lamb_are_optax_lion_and_lamb(preconditioner: str) -> None:
+    params = make_params()
+    grads = make_grads(params, STEPS)
+    ours, theirs = run_many(
+        [wdchain.build(preconditioner, decay="decoupled", lr=LR, weight_decay=WD,
+                       schedule=schedule, **SIGN_AND_TRUST[preconditioner]),
+         optax_counterpart(preconditioner)], params, grads)
+    assert relative_error(ours, theirs) < OPTAX_DIFFERENCE[preconditioner]
+
+
+def test_lamb_trust_ratio_is_one_where_a_norm_is_zero() -> None:
+    """θ = 0 on one leaf, a zero gradient on another: both take the unscaled step."""
+    params = {"zero": jnp.zeros(3), "w": jnp.array([3.0, 4.0])}
+    grads = {"zero": jnp.array([1.0, -1.0, 0.5]), "w": jnp.zeros(2)}
+    tx = wdchain.build("lamb", decay="decoupled", lr=1.0, weight_decay=0.0)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    adam = wdchain.build("adam", decay="decoupled", lr=1.0, eps=1e-6)
+    expected, _ = adam.update(grads, adam.init(params), params)
+    jax.tree.map(np.testing.assert_array_equal, updates, expected)
+    # With λ > 0 the decayed leaf's update is λθ scaled to ‖θ‖: −θ·‖θ‖/‖λθ‖ = −θ/λ·λ.
+    tx = wdchain.build("lamb", decay="decoupled", lr=1.0, weight_decay=0.5)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(updates["w"], -params["w"], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------
 # One state structure for every placement.
 
 
@@ -166,6 +291,8 @@ OPTION_VARIANTS = [
     ("rmsprop", {"centered": True, "momentum": 0.5}),
     ("adam", {"amsgrad": True}),
     ("adagrad", {"lr_decay": 0.01}),
+    ("muon", {"nesterov": False, "ns_dtype": jnp.float32}),
+    ("adafactor", {"eps": (1e-30, 1e-3)}),
 ]
 
 
@@ -176,6 +303,8 @@ OPTION_VARIANTS = [
 )
 def test_state_structure_is_the_same_for_every_placement(preconditioner: str, options: dict):
     params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
+    if wdchain._registry.REGISTRY[preconditioner].matrices_only:
+        params = {"w": jnp.ones((2, 3)), "v": jnp.zeros((4, 3))}
     shapes = {
         jax.tree.structure(jax.eval_shape(
             wdchain.build(preconditioner, decay=d, weight_decay=0.1, **options).init, params
@@ -249,6 +378,40 @@ def test_vmapped_lr_and_weight_decay_equal_concrete_ones(decay: str) -> None:
         )
 
 
+NEW = ("lion", "lamb", "adadelta", "asgd", "adafactor", "muon")
+
+
+@pytest.mark.parametrize("preconditioner", NEW)
+def test_vmapped_lr_and_weight_decay_of_every_placement(preconditioner: str) -> None:
+    """A vmapped (lr, λ) grid gives what each (lr, λ) gives alone, for every placement."""
+    params = {"w": jnp.array([[1.0, -2.0, 0.5], [0.3, 0.2, -1.0]]), "v": jnp.ones((3, 2))}
+    grads = jax.tree.map(lambda p: jnp.sin(3 * p + 1), params)
+    lrs = jnp.array([0.01, 0.1, 0.3])
+    wds = jnp.array([0.0, 0.05, 0.2])
+    options = {"ns_dtype": jnp.float32} if preconditioner == "muon" else {}
+
+    def finals(lr: Any, wd: Any) -> list:
+        out = []
+        for decay in wdchain.PLACEMENTS:
+            tx = wdchain.build(preconditioner, decay=decay, lr=lr, weight_decay=wd,
+                               schedule=lambda c: 1.0 / (1.0 + c), **options)
+            p, state = params, tx.init(params)
+            for _ in range(3):
+                updates, state = tx.update(grads, state, p)
+                p = optax.apply_updates(p, updates)
+            out.append(p)
+        return out
+
+    grid = jax.jit(jax.vmap(finals))(lrs, wds)
+    single = jax.jit(finals)
+    for i in range(len(lrs)):
+        expected = single(float(lrs[i]), float(wds[i]))
+        jax.tree.map(
+            lambda g, e, i=i: np.testing.assert_allclose(g[i], e, rtol=2e-5, atol=1e-6),
+            grid, expected,
+        )
+
+
 def test_independent_with_lr_schedule_and_lr_peak_equals_schedule_form() -> None:
     params = make_params()
     grads = make_grads(params, 30)
@@ -315,9 +478,10 @@ def test_mask_reaches_every_decay_slot() -> None:
 
 
 def test_unknown_names_list_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match="unknown preconditioner 'lamb'.*sgd, momentum, "
-                                         "adagrad, rmsprop, adam, nadam, radam, adamax"):
-        wdchain.build("lamb")
+    with pytest.raises(ValueError, match="unknown preconditioner 'lars'.*sgd, momentum, "
+                                         "adagrad, rmsprop, adam, nadam, radam, adamax, lion, "
+                                         "lamb, adadelta, asgd, adafactor, muon"):
+        wdchain.build("lars")
     with pytest.raises(ValueError, match="unknown decay 'adamw'.*none, l2, decoupled, "
                                          "independent, constant"):
         wdchain.build("adam", decay="adamw")
