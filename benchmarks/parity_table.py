@@ -35,6 +35,18 @@ def main() -> None:
         f"\n{len(oracle.PARITY_CASES)} cases; worst: {worst[np.float64]:.1e} (float64), "
         f"{worst[np.float32]:.1e} (float32)."
     )
+    print("\nWorst per optimizer:\n\n| optimizer | float64 | float32 |\n|---|---|---|")
+    for name in oracle.OPTIMIZERS:
+        ids = [case.id for case in oracle.cases_of(name)]
+        e64 = max(errors[np.float64][i] for i in ids)
+        e32 = max(errors[np.float32][i] for i in ids)
+        print(f"| {name} | {e64:.1e} | {e32:.1e} |")
+    bf16 = {dtype: oracle.compare(oracle.MUON_BF16_CASES, dtype) for dtype in dtypes}
+    print("\nMuon with torch's bfloat16 Newton–Schulz iteration on both sides:\n")
+    print("| option | float64 params | float32 params |\n|---|---|---|")
+    for case in oracle.MUON_BF16_CASES:
+        print(f"| {case.option} | {bf16[np.float64][case.id]:.1e} | "
+              f"{bf16[np.float32][case.id]:.1e} |")
 
 
 if __name__ == "__main__":
