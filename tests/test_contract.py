@@ -381,6 +381,10 @@ CASES = [
     MatricesOnly("build-muon-independent", "build",
                  {"decay": "independent", "lr": 0.02, "weight_decay": 1e-3,
                   "ns_dtype": jnp.float32}, args=("muon",), needs_params=True),
+    Case("build-muon-decoupled-others_adam-tree_mask", "build",
+         {"decay": "decoupled", "lr": 0.05, "weight_decay": 0.01, "others": "adam",
+          "mask": _TREE_MASK, "ns_dtype": jnp.float32}, args=("muon",), needs_params=True,
+         static=("ns_dtype",)),
     # Composition and wrappers.
     Case(
         "chain-adam-decoupled",

@@ -128,3 +128,34 @@ def test_the_decay_uses_the_unadjusted_lr():
     np.testing.assert_allclose(updates["w"], -0.1 * 0.5 * theta["w"], rtol=1e-6)
     assert wdchain._muon.shape_factor((8, 2), None) == 2.0
     assert wdchain._muon.shape_factor((8, 2), "match_rms_adamw") == pytest.approx(0.2 * 8**0.5)
+
+
+def test_build_with_others_partitions_by_rank_with_one_placement():
+    """build("muon", others="adam"): Muon on the matrices, Adam on the rest, each with the
+    arm's placement; it equals the two builds applied to their own leaves."""
+    grads = jax.tree.map(lambda p: jnp.cos(3.0 * p + 1.0) + 0.1, MIXED)
+    structures = set()
+    for decay in wdchain.PLACEMENTS:
+        kwargs = {"decay": decay, "lr": 0.05, "weight_decay": 0.2, "ns_dtype": jnp.float32}
+        tx = wdchain.build("muon", others="adam", **kwargs)
+        state = tx.init(MIXED)
+        structures.add(jax.tree.structure(state))
+        updates, _ = tx.update(grads, state, MIXED)
+        matrices = {"kernel": MIXED["dense"]["kernel"]}
+        muon = wdchain.build("muon", **kwargs)
+        expected, _ = muon.update({"kernel": grads["dense"]["kernel"]}, muon.init(matrices),
+                                  matrices)
+        np.testing.assert_allclose(updates["dense"]["kernel"], expected["kernel"], rtol=1e-6)
+        rest = {"bias": MIXED["dense"]["bias"], "scale": MIXED["scale"]}
+        kwargs.pop("ns_dtype")
+        adam = wdchain.build("adam", **kwargs)
+        expected, _ = adam.update({"bias": grads["dense"]["bias"], "scale": grads["scale"]},
+                                  adam.init(rest), rest)
+        np.testing.assert_allclose(updates["dense"]["bias"], expected["bias"], rtol=1e-6)
+        np.testing.assert_allclose(updates["scale"], expected["scale"], rtol=1e-6)
+    assert len(structures) == 1
+    with pytest.raises(ValueError, match=r"build: others= is for a preconditioner that takes "
+                                         r"2-D leaves only \(muon\); 'adam' takes every leaf"):
+        wdchain.build("adam", others="sgd")
+    with pytest.raises(ValueError, match=r"build: others: unknown preconditioner 'adamw'"):
+        wdchain.build("muon", others="adamw")

@@ -17,6 +17,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from wdchain import _decay, _recipe, _registry, _tree, _validate
@@ -26,6 +28,31 @@ from wdchain._learning_rate import scale_by_learning_rate
 PLACEMENTS = ("none", "l2", "decoupled", "independent", "constant")
 PRECONDITIONERS = _registry.PRECONDITIONERS
 REGISTRY = _registry.REGISTRY
+
+
+def _with_others(entry: _registry.Preconditioner, others: Any, common: dict[str, Any],
+                 options: dict[str, Any]) -> optax.GradientTransformation:
+    """``entry`` on the 2-D leaves, ``others`` on the rest, one placement for both."""
+    where = "build"
+    if not entry.matrices_only:
+        raise ValueError(
+            f"{where}: others= is for a preconditioner that takes 2-D leaves only (muon); "
+            f"{entry.name!r} takes every leaf, got others={others!r}"
+        )
+    other = _registry.lookup(f"{where}: others", others)
+    if other.matrices_only:
+        raise ValueError(f"{where}: others={others!r} takes 2-D leaves only too; "
+                         "give one that takes every leaf, e.g. others='adam'")
+    matrices = build(entry.name, **common, **options)
+    rest = build(other.name, **common)
+    tx = optax.partition({"matrices": matrices, "others": rest}, _matrix_labels)
+    return _recipe.label(tx, *(_recipe.recipe(matrices) or ()))
+
+
+def _matrix_labels(params: Any) -> Any:
+    return jax.tree.map(
+        lambda p: "matrices" if _tree.is_float(p) and jnp.ndim(p) == 2 else "others", params
+    )
 
 
 def _named(fn: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
@@ -101,6 +128,7 @@ def build(
     lr_peak: Any = None,
     mask: Any = None,
     maximize: bool = False,
+    others: str | None = None,
     **options: Any,
 ) -> optax.GradientTransformation:
     r"""Any preconditioner with any weight-decay placement, in one fixed chain.
@@ -121,15 +149,30 @@ def build(
     scale_by_learning_rate, independent_weight_decay)`` with λ in one decay slot and
     0.0 in the others, so the state has the same structure for every placement.
 
+    Some preconditioners fill two more slots: LAMB's trust ratio sits between the
+    decoupled decay and the lr (so ``"decoupled"`` is *inside* the ratio, as in the
+    paper and ``optax.lamb``), ASGD's running average after everything. Muon's shape
+    factor sits before the decoupled decay, which therefore uses the unadjusted lr, as
+    torch's Muon.
+
     Args:
-      preconditioner: one of ``"sgd"`` (none), ``"momentum"`` (options ``momentum``
-        = 0.9, ``dampening`` = 0, ``nesterov`` = False), ``"adagrad"`` (``eps`` =
-        1e-10, ``initial_accumulator_value`` = 0, ``lr_decay`` = 0), ``"rmsprop"``
+      preconditioner: a name of ``PRECONDITIONERS``, each one entry of the registry
+        (``wdchain._registry.REGISTRY``, which holds its options and their defaults):
+        ``"sgd"`` (none), ``"momentum"`` (``momentum`` = 0.9, ``dampening`` = 0,
+        ``nesterov`` = False), ``"adagrad"`` (``eps`` = 1e-10,
+        ``initial_accumulator_value`` = 0, ``lr_decay`` = 0), ``"rmsprop"``
         (``alpha`` = 0.99, ``eps`` = 1e-8, ``centered`` = False, ``momentum`` = 0),
         ``"adam"`` (``betas`` = (0.9, 0.999), ``eps`` = 1e-8, ``amsgrad`` = False,
         ``mu_dtype`` = ``nu_dtype`` = None),
         ``"nadam"`` (``betas``, ``eps``, ``momentum_decay`` = 4e-3), ``"radam"`` and
-        ``"adamax"`` (``betas``, ``eps``). Defaults are torch's.
+        ``"adamax"`` (``betas``, ``eps``), ``"lion"`` (``betas`` = (0.9, 0.99)),
+        ``"lamb"`` (``betas`` = (0.9, 0.999), ``eps`` = 1e-6), ``"adadelta"``
+        (``rho`` = 0.9, ``eps`` = 1e-6), ``"asgd"`` (``lambd`` = 1e-4, ``alpha`` =
+        0.75, ``t0`` = 1e6), ``"adafactor"`` (``beta2_decay`` = −0.8, ``eps`` =
+        (None, 1e-3), ``d`` = 1) and ``"muon"`` (``momentum`` = 0.95, ``nesterov`` =
+        True, ``ns_coefficients``, ``eps`` = 1e-7, ``ns_steps`` = 5,
+        ``adjust_lr_fn`` = None, ``ns_dtype`` = bfloat16; 2-D leaves only). Defaults
+        are torch's where torch has the optimizer, else the paper's.
       decay: the placement, one of ``"none"``, ``"l2"``, ``"decoupled"``,
         ``"independent"``, ``"constant"``.
       lr: the learning rate: a number, a JAX scalar (it may be traced, e.g. vmapped
@@ -145,6 +188,10 @@ def build(
         params, e.g. :func:`wdchain.decay_mask`); masked-out leaves are still
         preconditioned, as torch param groups with ``weight_decay=0``.
       maximize: ascend instead; the gradient is negated before any decay.
+      others: for a preconditioner that takes 2-D leaves only (``"muon"``): the
+        preconditioner (with its default options) for the other leaves, with the same
+        placement, lr, λ, schedule and mask, in one ``optax.partition``. None (the
+        default): other leaves are refused at ``init``.
       **options: the preconditioner's options listed above.
 
     Returns:
@@ -167,6 +214,10 @@ def build(
     """
     where = "build"
     entry = _registry.lookup(where, preconditioner)
+    if others is not None:
+        return _with_others(entry, others, dict(
+            decay=decay, lr=lr, weight_decay=weight_decay, schedule=schedule,
+            lr_peak=lr_peak, mask=mask, maximize=maximize), options)
     if decay not in PLACEMENTS:
         raise ValueError(
             f"{where}: unknown decay {decay!r}; use one of {', '.join(PLACEMENTS)}"

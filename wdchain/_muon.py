@@ -54,7 +54,8 @@ def check_matrices(where: str, params: Any) -> None:
             raise ValueError(
                 f"{where}: the leaf at {jax.tree_util.keystr(path) or '<root>'} has shape "
                 f"{jnp.shape(leaf)}; Muon orthogonalises 2-D matrices only (as "
-                f"torch.optim.Muon). {_PAIRING[0].upper()}{_PAIRING[1:]}"
+                f"torch.optim.Muon). {_PAIRING[0].upper()}{_PAIRING[1:]}, or with "
+                "build('muon', ..., others='adam')"
             )
 
 
