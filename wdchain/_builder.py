@@ -215,9 +215,9 @@ def build(
     where = "build"
     entry = _registry.lookup(where, preconditioner)
     if others is not None:
-        return _with_others(entry, others, dict(
-            decay=decay, lr=lr, weight_decay=weight_decay, schedule=schedule,
-            lr_peak=lr_peak, mask=mask, maximize=maximize), options)
+        common = {"decay": decay, "lr": lr, "weight_decay": weight_decay,
+                  "schedule": schedule, "lr_peak": lr_peak, "mask": mask, "maximize": maximize}
+        return _with_others(entry, others, common, options)
     if decay not in PLACEMENTS:
         raise ValueError(
             f"{where}: unknown decay {decay!r}; use one of {', '.join(PLACEMENTS)}"
