@@ -77,9 +77,8 @@ class ArmGrid:
 
     def mean_validation(self) -> np.ndarray:
         """Seed-mean validation error, +inf where a seed diverged."""
-        return np.where(self.usable(), np.nanmean(np.where(self.diverged, np.nan,
-                                                           self.validation_error), axis=0),
-                        np.inf)
+        values = np.where(self.diverged, 0.0, self.validation_error).mean(axis=0)
+        return np.where(self.usable(), values, np.inf)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +101,11 @@ class ArmMeasures:
     diverged_cells: int
     cells: int
     row_optima: tuple[tuple[float, float, bool], ...]
+
+    @property
+    def slope_seeds(self) -> int:
+        """Seeds whose own grid gives a slope."""
+        return sum(math.isfinite(v) for v in self.per_seed_slopes)
 
     @property
     def slope_mean(self) -> float:

@@ -157,7 +157,8 @@ class GridProgram:
 
         def cell_step(params, opt_state, rest, lr, weight_decay, batch):
             def loss_of(p):
-                model = nnx.merge(train_graph, p, rest)
+                # Fresh Variables for this trace: BatchNorm and RNG streams mutate them.
+                model = nnx.merge(train_graph, p, jax.tree.map(lambda leaf: leaf, rest))
                 loss, _ = loss_fn(model, batch)
                 _, _, new_rest = nnx.split(model, nnx.Param, ...)
                 return loss, new_rest

@@ -115,7 +115,7 @@ def figure2(grids: Sequence[ArmGrid], measures: Sequence[ArmMeasures], info: dic
                         label="validation error %, mean over seeds", shrink=0.8)
     figure.suptitle("Validation error over lr × λ (red: selected; dotted: tied within 1 SE; "
                     "dots: λ*(lr))", fontsize=10)
-    figure.text(0.5, 0.0, provenance(info), ha="center", va="bottom", fontsize=7, color="0.3")
+    figure.supxlabel(provenance(info), fontsize=7, color="0.3")
     figure.savefig(path, dpi=110)
 
 
@@ -128,5 +128,5 @@ def heatmap(grid: ArmGrid, measures: ArmMeasures, info: dict[str, Any], path: Pa
     ax = figure.add_subplot()
     image = _panel(ax, grid, measures, *colour, tie_points, annotate=True)
     figure.colorbar(image, ax=ax, extend="max", label="validation error %, mean over seeds")
-    figure.text(0.5, 0.0, provenance(info), ha="center", va="bottom", fontsize=6, color="0.3")
+    figure.supxlabel(provenance(info), fontsize=6, color="0.3")
     figure.savefig(path, dpi=100)

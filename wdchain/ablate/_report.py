@@ -125,7 +125,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], info: dict[str, Any]) -> st
             f"| {grid.arm} | {m.selected_lr:.3g} | {m.selected_weight_decay:.3g} | "
             f"{_pct(m.selected_validation_error)} | {_pm(m.test_error_mean, m.test_error_std, 100, 1, False)} | "
             f"{m.edge or '–'} | {_pm(m.slope, math.nan)} ({m.slope_rows}) | "
-            f"{_pm(m.slope_mean, m.slope_std)} | "
+            f"{_pm(m.slope_mean, m.slope_std)} ({m.slope_seeds} of {len(m.per_seed_slopes)}) | "
             f"{_pm(m.regret_mean, m.regret_std, 100, 1, False)} | {gap} | "
             f"{m.diverged_cells} / {m.cells} |"
         )
@@ -135,11 +135,12 @@ def summary_markdown(rows: Sequence[dict[str, Any]], info: dict[str, Any]) -> st
 
 
 def _shape(m: ArmMeasures) -> str:
-    value = m.slope_mean if math.isfinite(m.slope_mean) else m.slope
+    value = m.slope_mean if m.slope_seeds >= 2 else m.slope
     if not math.isfinite(value):
         return "undetermined (fewer than 3 lr rows with an interior optimum near the best)"
-    spread = (f"slope {m.slope_mean:+.2f} ± {m.slope_std:.2f} over seeds, "
-              if math.isfinite(m.slope_std) else f"slope {value:+.2f}, ")
+    spread = (f"slope {m.slope_mean:+.2f} ± {m.slope_std:.2f} over {m.slope_seeds} seeds, "
+              if m.slope_seeds >= 2 else
+              f"slope defined in {m.slope_seeds} of {len(m.per_seed_slopes)} seeds, ")
     spread += f"{m.slope:+.2f} on the mean grid" if math.isfinite(m.slope) else "mean grid n/a"
     if abs(value) <= ALIGNED:
         kind = "axis-aligned: the best λ hardly moves with lr"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ class RunStore:
     def __init__(self, out: Path, config: dict[str, Any], *, fresh: bool,
                  log: Callable[[str], None]):
         self.out, self.config, self.log = Path(out), config, log
+        self._lock = threading.Lock()  # seeds may train (and checkpoint) in threads
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -88,7 +90,7 @@ class RunStore:
         import orbax.checkpoint as ocp
 
         leaves = [_plain(leaf) for leaf in jax.tree.leaves(carry)]
-        with ocp.CheckpointManager(self._checkpoint_dir(arm, seed),
+        with self._lock, ocp.CheckpointManager(self._checkpoint_dir(arm, seed),
                                    options=ocp.CheckpointManagerOptions(max_to_keep=1)) as manager:
             manager.save(epoch, args=ocp.args.StandardSave({"leaves": leaves}))
             manager.wait_until_finished()

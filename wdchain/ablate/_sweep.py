@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -86,6 +89,7 @@ def sweep(
     out: str | Path | None = None,
     fresh: bool = False,
     grid_size: int = 8,
+    parallel_seeds: int | None = None,
     log: Callable[[str], None] | None = None,
     on_chunk: Callable[[str, int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
@@ -107,6 +111,10 @@ def sweep(
         checkpoints there, so that the same call resumes an interrupted sweep.
       fresh: with ``out``, discard what is there and start over.
       grid_size: points of the default grids.
+      parallel_seeds: how many seeds of an arm train at once (each its own program
+        run, from its own thread). None: as many as the CPU has cores on a CPU backend
+        (XLA runs a grid's small kernels on about one core, so two seeds at once use a
+        2-core machine fully), one on an accelerator. The results do not depend on it.
       log: called with a line of text on resuming (default: print to stderr).
       on_chunk: called as ``on_chunk(arm, seed, epochs)`` after each chunk, with the
         number of epochs it trained (or skipped, on resuming).
@@ -140,24 +148,46 @@ def sweep(
             "grids": {name: [list(map(float, g)) for g in pair] for name, pair in grids.items()},
         }
         store = RunStore(Path(out), config, fresh=fresh, log=log)
+    if parallel_seeds is None:
+        parallel_seeds = (os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
+    if isinstance(parallel_seeds, bool) or not isinstance(parallel_seeds, int) or parallel_seeds < 1:
+        raise ValueError(f"sweep: parallel_seeds must be an integer ≥ 1, got {parallel_seeds!r}")
+    lock = threading.Lock()
+
+    def locked(fn: Callable[..., None] | None) -> Callable[..., None] | None:
+        if fn is None:
+            return None
+
+        def call(*args: Any) -> None:
+            with lock:
+                fn(*args)
+
+        return call
+
     rows: list[dict[str, Any]] = []
     for arm in parsed:
         arm_lrs, arm_wds = grids[arm.name]
         cell_lrs, cell_wds = (g.ravel() for g in np.meshgrid(arm_lrs, arm_wds, indexing="ij"))
-        program: GridProgram | None = None
-        for seed in seeds:
-            done = store.finished(arm.name, seed) if store else None
-            if done is not None:
-                rows += done
-                continue
-            if program is None:
-                program = GridProgram(task, arm, cell_lrs, cell_wds, mesh)
-            seed_rows = _train(program, arm, seed, cell_lrs, cell_wds, store, log, on_chunk)
-            if store:
-                store.finish(arm.name, seed, seed_rows)
-            rows += seed_rows
-            if out is not None:
-                write_csv(rows, Path(out) / "results.csv")
+        per_seed = {seed: store.finished(arm.name, seed) if store else None for seed in seeds}
+        todo = [seed for seed in seeds if per_seed[seed] is None]
+        if todo:
+            program = GridProgram(task, arm, cell_lrs, cell_wds, mesh)
+
+            def train(seed: int, program: GridProgram = program, arm: Arm = arm) -> None:
+                seed_rows = _train(program, arm, seed, cell_lrs, cell_wds, store,
+                                   locked(log), locked(on_chunk))  # type: ignore[arg-type]
+                with lock:
+                    if store:
+                        store.finish(arm.name, seed, seed_rows)
+                    per_seed[seed] = seed_rows
+                    if out is not None:
+                        write_csv(rows + [r for s in seeds for r in per_seed[s] or []],
+                                  Path(out) / "results.csv")
+
+            with ThreadPoolExecutor(min(parallel_seeds, len(todo))) as pool:
+                for future in [pool.submit(train, seed) for seed in todo]:
+                    future.result()
+        rows += [row for seed in seeds for row in per_seed[seed] or []]
     if out is not None:
         write_csv(rows, Path(out) / "results.csv")
     return rows

@@ -1,0 +1,169 @@
+"""The sweep's speed: achieved matmul FLOP/s against the matmul rate of the same shapes.
+
+One arm's grid program (the runner's ``GridProgram``) trains a chunk of epochs; its
+jaxpr is walked for every ``dot_general`` (inside the scan over steps, counted once per
+step), which gives the matmul FLOPs of a step. A second program runs exactly those
+``dot_general`` shapes and dimension numbers, nothing else, in a scan of the same
+length, with random operands: its FLOP/s is the machine's rate for these shapes, in
+the same process. The ratio of the two is the share of the matmul rate the sweep
+reaches; the rest goes to element-wise work (LayerNorm, ReLU, softmax, the optimizer).
+Rounds alternate the two programs (the machine may be shared); medians are reported.
+
+``--preset NAME`` also runs that preset end to end (``sweep``) and reports its wall
+time, compile included.
+
+Run: ``python benchmarks/sweep.py [--arm adamw-independent] [--cells 64] [--epochs 2]
+[--rounds 5] [--preset paper]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wdchain.ablate import PRESETS, sweep
+from wdchain.ablate._arms import parse_arm
+from wdchain.ablate._builtin import TASKS
+from wdchain.ablate._engine import GridProgram, local_mesh
+
+
+def dot_generals(jaxpr: Any, repeat: int = 1) -> list[tuple[Any, Any, Any, int]]:
+    """Every dot_general of ``jaxpr`` as (lhs aval, rhs aval, dimension numbers, times run)."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append((eqn.invars[0].aval, eqn.invars[1].aval,
+                          eqn.params["dimension_numbers"], repeat))
+        times = repeat * (eqn.params["length"] if eqn.primitive.name == "scan" else 1)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                inner = getattr(sub, "jaxpr", None)
+                if inner is not None:
+                    found += dot_generals(getattr(inner, "jaxpr", inner), times)
+    return found
+
+
+def dot_flops(lhs: Any, rhs: Any, numbers: Any) -> float:
+    """2 · batch · lhs-free · rhs-free · contracted."""
+    (lhs_contract, rhs_contract), (lhs_batch, _) = numbers
+    contracted = math.prod(lhs.shape[d] for d in lhs_contract)
+    batch = math.prod(lhs.shape[d] for d in lhs_batch)
+    lhs_free = math.prod(lhs.shape) // (contracted * batch)
+    rhs_free = math.prod(rhs.shape) // (math.prod(rhs.shape[d] for d in rhs_contract) * batch)
+    return 2.0 * batch * lhs_free * rhs_free * contracted
+
+
+def matmul_only(dots: list[tuple[Any, Any, Any, int]], steps: int, variants: int = 8):
+    """A jitted scan doing exactly the per-step dot_generals, ``variants`` steps long.
+
+    Each step takes fresh operands (stacked scan inputs), as training does: with the
+    same operands every step XLA would hoist the products out of the loop. Returns a
+    function that runs it, and the number of steps it runs.
+    """
+    per_step = [(lhs, rhs, numbers) for lhs, rhs, numbers, times in dots if times == steps]
+    keys = jax.random.split(jax.random.key(0), 2 * len(per_step))
+    operands = [(jax.random.normal(keys[2 * i], (variants, *lhs.shape), lhs.dtype),
+                 jax.random.normal(keys[2 * i + 1], (variants, *rhs.shape), rhs.dtype))
+                for i, (lhs, rhs, _) in enumerate(per_step)]
+
+    def run(operands):
+        def body(carry, step_operands):
+            outs = [jax.lax.dot_general(a, b, numbers)
+                    for (a, b), (_, _, numbers) in zip(step_operands, per_step)]
+            return [c + o for c, o in zip(carry, outs)], None
+
+        zeros = [jnp.zeros(jax.eval_shape(lambda a, b, n=n: jax.lax.dot_general(a, b, n),
+                                          a[0], b[0]).shape)
+                 for (a, b), (_, _, n) in zip(operands, per_step)]
+        return jax.lax.scan(body, zeros, operands)[0]
+
+    compiled = jax.jit(run)
+    return (lambda: jax.block_until_ready(compiled(operands))), variants
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="mnist1d", choices=sorted(TASKS))
+    parser.add_argument("--arm", default="adamw-independent")
+    parser.add_argument("--cells", type=int, default=64, help="cells of the grid (a square)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per timed chunk")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                        help="also run this preset end to end and time it")
+    parser.add_argument("--json", default=None, help="write the figures to this file")
+    args = parser.parse_args()
+    if args.rounds < 1 or args.cells < 1 or args.epochs < 1:
+        parser.error("--rounds, --cells and --epochs must be ≥ 1")
+
+    arm = parse_arm(args.arm)
+    side = max(1, round(math.sqrt(args.cells)))
+    lrs, wds = (g.ravel() for g in np.meshgrid(arm.default_lrs(side),
+                                                arm.default_weight_decays(side), indexing="ij"))
+    task = dataclasses.replace(TASKS[args.task](), epochs=10 * args.epochs)  # chunks of epochs
+    program = GridProgram(task, arm, lrs, wds, local_mesh(None))
+    carry = program.initial_carry(0)
+    batches = program.batches(0, range(program.chunk))
+    steps = len(batches[0])
+    hyper = program.cell_hyperparams()
+    jaxpr = jax.make_jaxpr(program._run_chunk)(carry, *hyper, batches)
+    dots = dot_generals(jaxpr.jaxpr)
+    flops = sum(dot_flops(lhs, rhs, numbers) * times for lhs, rhs, numbers, times in dots)
+    matmuls, matmul_steps = matmul_only(dots, steps)
+
+    def sweep_chunk():
+        nonlocal carry
+        carry, _ = program.train_chunk(carry, 0, 0)
+
+    for fn in (sweep_chunk, matmuls):  # compile and warm up
+        fn()
+    times: dict[str, list[float]] = {"sweep": [], "matmuls": []}
+    for _ in range(args.rounds):
+        for name, fn in (("sweep", sweep_chunk), ("matmuls", matmuls)):
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    median = {name: float(np.median(values)) for name, values in times.items()}
+    # Seconds per step of each, then the sweep's rate as a share of the matmuls' rate.
+    ratios = [(m / matmul_steps) / (s / steps) for s, m in zip(times["sweep"], times["matmuls"])]
+    figures: dict[str, Any] = {
+        "task": args.task, "arm": args.arm, "cells": len(lrs), "steps": steps,
+        "device": f"{jax.devices()[0].platform} × {len(jax.devices())}",
+        "matmul_gflop_per_step": flops / steps / 1e9,
+        "sweep_gflops": flops / median["sweep"] / 1e9,
+        "matmul_only_gflops": flops / steps * matmul_steps / median["matmuls"] / 1e9,
+        "share_of_matmul_rate": float(np.median(ratios)),
+        "share_quartiles": [float(q) for q in np.quantile(ratios, [0.25, 0.75])],
+        "ms_per_step": 1e3 * median["sweep"] / steps,
+    }
+    print(f"{len(lrs)} cells, {steps} steps per chunk, {len(dots)} dot_generals, "
+          f"{figures['matmul_gflop_per_step']:.3f} GFLOP of matmuls per step")
+    print(f"sweep: {figures['ms_per_step']:.2f} ms/step, {figures['sweep_gflops']:.1f} GFLOP/s; "
+          f"the same matmuls alone: {figures['matmul_only_gflops']:.1f} GFLOP/s; "
+          f"share {figures['share_of_matmul_rate']:.2f} "
+          f"(quartiles {figures['share_quartiles'][0]:.2f}–{figures['share_quartiles'][1]:.2f})")
+    if args.preset:
+        preset = PRESETS[args.preset]
+        full = dataclasses.replace(TASKS[preset.task](), epochs=preset.epochs)
+        start = time.perf_counter()
+        sweep(full, arms=preset.arms, seeds=preset.seeds, grid_size=preset.grid_size,
+              log=lambda line: None)
+        figures["preset"] = args.preset
+        figures["preset_wall_s"] = time.perf_counter() - start
+        print(f"preset {args.preset}: {figures['preset_wall_s']:.0f} s wall "
+              f"({len(preset.arms)} arms × {len(preset.seeds)} seeds × "
+              f"{preset.grid_size}² cells × {preset.epochs} epochs)")
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(figures, file, indent=1)
+
+
+if __name__ == "__main__":
+    main()
