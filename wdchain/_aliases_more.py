@@ -11,7 +11,7 @@ import optax
 from wdchain import _decay, _recipe, _validate
 from wdchain._adadelta import scale_by_adadelta
 from wdchain._adafactor import _check_eps, scale_by_adafactor
-from wdchain._aliases import _check, _sign
+from wdchain._aliases import _check, _sign, torch_style
 from wdchain._asgd import asgd_learning_rate, average_iterates, scale_by_asgd
 from wdchain._learning_rate import scale_by_learning_rate
 from wdchain._muon import (
@@ -25,6 +25,7 @@ from wdchain._muon import (
 chain = _recipe.chain
 
 
+@torch_style
 def adadelta(
     lr: Any = 1.0,
     rho: Any = 0.9,
@@ -59,6 +60,7 @@ def adadelta(
     )
 
 
+@torch_style
 def asgd(
     lr: Any = 1e-2,
     lambd: Any = 1e-4,
@@ -104,6 +106,7 @@ def asgd(
     )
 
 
+@torch_style
 def adafactor(
     lr: Any = 1e-2,
     beta2_decay: Any = -0.8,
@@ -146,6 +149,7 @@ def adafactor(
     )
 
 
+@torch_style
 def muon(
     lr: Any = 1e-3,
     weight_decay: Any = 0.1,

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from wdchain import _recipe, _tree, _validate
@@ -133,10 +134,13 @@ def check_newton_schulz(where: str, ns_coefficients: Any, eps: Any, ns_steps: An
     coefficients = _check_coefficients(where, ns_coefficients)
     _validate.check_range(where, "eps", eps)
     if not _validate.is_whole_number(ns_steps) or not 0 <= ns_steps < 100:
+        hint = ""
+        if isinstance(ns_steps, (jax.Array, np.ndarray)):
+            hint = " " + _validate.injected_hint("ns_steps", "an int option")
         raise ValueError(
             f"{where}: ns_steps must be a Python int in [0, 100), got {ns_steps!r} (it is "
             "the iteration count, fixed when the step is traced: with inject_hyperparams, "
-            "give static_args=('ns_steps', 'ns_dtype'))"
+            f"give static_args=('ns_steps', 'ns_dtype')).{hint}"
         )
     _validate.check_float_dtype(where, "ns_dtype", ns_dtype)
     if ns_dtype is None:
