@@ -206,18 +206,18 @@ def test_diverged_cells_are_flagged_not_read_as_errors():
 
 
 @pytest.mark.parametrize(("bad", "message"), [
-    (dict(arms=["adam-l3"]), "unknown arm 'adam-l3'"),
-    (dict(arms=[]), "arms is empty"),
-    (dict(lrs=[0.0]), "lrs must be finite and > 0"),
-    (dict(weight_decays=[-1e-3]), "weight_decays must be finite and ≥ 0"),
-    (dict(weight_decays=[]), "is empty"),
-    (dict(seeds=()), "seeds must be integers"),
-    (dict(seeds=(0, 0)), "seeds repeat"),
-    (dict(parallel_seeds=0), "parallel_seeds must be an integer ≥ 1"),
-    (dict(devices=[]), "devices is empty"),
+    ({"arms": ["adam-l3"]}, "unknown arm 'adam-l3'"),
+    ({"arms": []}, "arms is empty"),
+    ({"lrs": [0.0]}, "lrs must be finite and > 0"),
+    ({"weight_decays": [-1e-3]}, "weight_decays must be finite and ≥ 0"),
+    ({"weight_decays": []}, "is empty"),
+    ({"seeds": ()}, "seeds must be integers"),
+    ({"seeds": (0, 0)}, "seeds repeat"),
+    ({"parallel_seeds": 0}, "parallel_seeds must be an integer ≥ 1"),
+    ({"devices": []}, "devices is empty"),
 ])
 def test_sweep_refuses_bad_arguments_naming_them(bad, message):
-    kwargs = dict(arms=["adamw"], lrs=[1e-2], weight_decays=[1e-3], log=quiet)
+    kwargs = {"arms": ["adamw"], "lrs": [1e-2], "weight_decays": [1e-3], "log": quiet}
     with pytest.raises(ValueError, match=message):
         sweep(small_digits(), **{**kwargs, **bad})
 
@@ -242,9 +242,9 @@ def _rows(errors, lrs, wds, arm="adam-l2", test=None):
         errors = errors[None]
     test = errors if test is None else np.asarray(test, float).reshape(errors.shape)
     arm_ = parse_arm(arm)
-    return [dict(arm=arm, preconditioner=arm_.preconditioner, decay=arm_.decay, lr=float(lr),
-                 weight_decay=float(wd), seed=s, validation_error=float(errors[s, i, j]),
-                 test_error=float(test[s, i, j]), diverged=False)
+    return [{"arm": arm, "preconditioner": arm_.preconditioner, "decay": arm_.decay, "lr": float(lr),
+                 "weight_decay": float(wd), "seed": s, "validation_error": float(errors[s, i, j]),
+                 "test_error": float(test[s, i, j]), "diverged": False}
             for s in range(errors.shape[0]) for i, lr in enumerate(lrs)
             for j, wd in enumerate(wds)]
 
@@ -302,7 +302,7 @@ def test_summary_says_only_what_the_numbers_support():
     lrs, wds = np.logspace(-4, -1, 4), np.logspace(-6, 0, 7)
     diagonal = np.array([[abs(j - (5 - i)) / 100 + 0.2 for j in range(7)] for i in range(4)])
     aligned = np.array([[abs(j - 3) / 100 + 0.1 for j in range(7)] for i in range(4)])
-    seeds = lambda grid, shift: np.stack([grid, grid + shift])  # noqa: E731
+    seeds = lambda grid, shift: np.stack([grid, grid + shift])
     rows = (_rows(seeds(diagonal, 0.01), lrs, wds, "adam-l2")
             + _rows(seeds(aligned, 0.0), lrs, wds, "adamw-independent"))
     text = _report.summary_markdown(rows, {"test_examples": 1000, "command": "x"})
@@ -330,7 +330,7 @@ def test_report_writes_figures_with_provenance(tmp_path, capsys):
 
 
 def test_another_runs_folder_is_refused_and_fresh_replaces_it(tmp_path):
-    args = dict(arms=["adamw"], lrs=[1e-2], weight_decays=[1e-3], out=tmp_path, log=quiet)
+    args = {"arms": ["adamw"], "lrs": [1e-2], "weight_decays": [1e-3], "out": tmp_path, "log": quiet}
     sweep(small_digits(), **args)
     with pytest.raises(ValueError, match=r"holds another run \(it differs in: seeds\)"):
         sweep(small_digits(), **{**args, "seeds": (1,)})
@@ -340,7 +340,7 @@ def test_another_runs_folder_is_refused_and_fresh_replaces_it(tmp_path):
 
 
 def test_a_finished_sweep_run_again_trains_nothing(tmp_path, monkeypatch):
-    args = dict(arms=["adamw"], lrs=[1e-2], weight_decays=[1e-3], out=tmp_path, log=quiet)
+    args = {"arms": ["adamw"], "lrs": [1e-2], "weight_decays": [1e-3], "out": tmp_path, "log": quiet}
     first = sweep(small_digits(), **args)
     monkeypatch.setattr("wdchain.ablate._sweep.GridProgram", None)  # training would crash
     assert sweep(small_digits(), **args) == first
@@ -353,7 +353,7 @@ RESUME_COMMAND = ["-m", "wdchain.ablate", "--task", "digits", "--arms", "adamw,a
 def test_a_killed_sweep_resumes_from_its_checkpoint_and_writes_the_same_csv(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     complete = subprocess.run([sys.executable, *RESUME_COMMAND, "--out", str(tmp_path / "a")],
-                              capture_output=True, text=True, timeout=600, env=env)
+                              check=False, capture_output=True, text=True, timeout=600, env=env)
     assert complete.returncode == 0, complete.stderr[-2000:]
     out = tmp_path / "b"
     run = subprocess.Popen([sys.executable, *RESUME_COMMAND, "--out", str(out)],
@@ -370,7 +370,7 @@ def test_a_killed_sweep_resumes_from_its_checkpoint_and_writes_the_same_csv(tmp_
     run.wait()
     assert not (out / "summary.md").exists()
     resumed = subprocess.run([sys.executable, *RESUME_COMMAND, "--out", str(out)],
-                             capture_output=True, text=True, timeout=600, env=env)
+                             check=False, capture_output=True, text=True, timeout=600, env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed adamw seed" in resumed.stderr and "after epoch" in resumed.stderr
     assert (out / "results.csv").read_bytes() == (tmp_path / "a" / "results.csv").read_bytes()
@@ -403,7 +403,7 @@ SHARDED = textwrap.dedent("""
 
 def test_cells_spread_over_eight_devices_agree_with_one_device():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", SHARDED], check=False, capture_output=True, text=True,
                             timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
@@ -427,7 +427,7 @@ def test_cli_runs_a_users_task_given_as_module_and_factory(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "wdchain.ablate", "--task", "my_task:factory", "--arms", "adamw",
          "--lrs", "1e-2", "--wds", "1e-3", "--epochs", "1", "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=300, env=env)
+        check=False, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "task mine" in summary and "1 epochs · batch 32" in summary
@@ -469,7 +469,7 @@ def test_unwritable_output_folder_fails_before_training(tmp_path, monkeypatch, c
 
 def test_module_entry_point_reports_an_unknown_arm(tmp_path):
     run = subprocess.run([sys.executable, "-m", "wdchain.ablate", "--arms", "adamv"],
-                         capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 2
     assert "unknown arm 'adamv'" in run.stderr and "adamw" in run.stderr

@@ -47,3 +47,12 @@ def test_flax_mask_leaves_biases_and_norm_scales_undecayed(name):
         expected = decayed if "kernel" in path else 1.0
         assert value == pytest.approx(expected, abs=1e-5), path  # float32
     assert 0 <= result["test_accuracy"] <= 1
+
+
+def test_own_model_example_sweeps_a_batchnorm_dropout_model(tmp_path):
+    example = load("own_model")
+    rows = example.main(epochs=1, out=tmp_path)
+    assert len(rows) == 2 * 4 * 5 * 2  # arms × lrs × λ × seeds
+    assert {row["weight_decay"] for row in rows} >= {0.0}
+    assert all(0 <= row["test_error"] <= 1 for row in rows if not row["diverged"])
+    assert (tmp_path / "figure2.png").exists() and (tmp_path / "summary.md").exists()

@@ -28,12 +28,26 @@ from wdchain.ablate._report import CSV_COLUMNS as CSV_COLUMNS
 from wdchain.ablate._report import analyse as analyse
 from wdchain.ablate._report import read_csv as read_csv
 from wdchain.ablate._report import write_report as write_report
+from wdchain.ablate._sweep import run_info as run_info
 from wdchain.ablate._sweep import sweep as sweep
-from wdchain.ablate._task import Task as Task
 from wdchain.ablate._task import VALIDATION_FRACTION as VALIDATION_FRACTION
+from wdchain.ablate._task import Task as Task
 from wdchain.ablate._task import classification_loss as classification_loss
 
 __all__ = [
-    "Arm", "CSV_COLUMNS", "LayerNormMLP", "PRESETS", "TASKS", "Task", "VALIDATION_FRACTION",
-    "analyse", "classification_loss", "main", "parse_arm", "read_csv", "sweep", "write_report",
+    "CSV_COLUMNS",
+    "PRESETS",
+    "TASKS",
+    "VALIDATION_FRACTION",
+    "Arm",
+    "LayerNormMLP",
+    "Task",
+    "analyse",
+    "classification_loss",
+    "main",
+    "parse_arm",
+    "read_csv",
+    "run_info",
+    "sweep",
+    "write_report",
 ]

@@ -43,7 +43,7 @@ SGD_FAMILY = ("sgd", "momentum")
 _LR_SPAN = {"sgd": (-2.5, 0.0), "momentum": (-2.5, 0.0), "adagrad": (-2.5, 0.0)}
 _ADAPTIVE_LR_SPAN = (-3.5, -1.0)
 _WD_SPAN_ADAPTIVE = {
-    "l2": (-7.0, -1.0),
+    "l2": (-6.0, 0.0),
     "decoupled": (-3.0, 2.0),
     "independent": (-6.5, -1.5),
     "constant": (-6.5, -1.5),

@@ -100,7 +100,7 @@ def load_task(spec: str) -> Task:
         raise ValueError(f"cannot load task {spec!r}: {error}") from None
     task = factory()
     if not isinstance(task, Task):
-        raise ValueError(f"task {spec!r} returned {type(task).__name__}, not a wdchain.ablate.Task")
+        raise TypeError(f"task {spec!r} returned {type(task).__name__}, not a wdchain.ablate.Task")
     return task
 
 
@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     preset = PRESETS[args.preset]
     try:
         task = load_task(args.task or preset.task)
-    except ValueError as error:
+    except (TypeError, ValueError) as error:
         parse.error(str(error))
     if args.task is None or args.epochs is not None:
         task = dataclasses.replace(task, epochs=args.epochs or preset.epochs)

@@ -146,7 +146,7 @@ class GridProgram:
     def _build(self) -> None:
         model = self.task.model(nnx.Rngs(0))
         if not isinstance(model, nnx.Module):
-            raise ValueError(f"Task: model(rngs) must return an nnx.Module, got {model!r}")
+            raise TypeError(f"Task: model(rngs) must return an nnx.Module, got {model!r}")
         model.train()
         self._train_graph, _, _ = nnx.split(model, nnx.Param, ...)
         model.eval()

@@ -107,11 +107,11 @@ def summary_markdown(rows: Sequence[dict[str, Any]], info: dict[str, Any]) -> st
         "",
         _figures.provenance(info) + f" · {info.get('environment', '')}".rstrip(" ·"),
         "",
-        "Hyperparameters are selected on the validation split (seed-mean error); the test "
-        "error is reported at the selected cell, mean ± std over seeds. Errors in %.",
+        ("Hyperparameters are selected on the validation split (seed-mean error); the test "
+        "error is reported at the selected cell, mean ± std over seeds. Errors in %."),
         "",
-        "| arm | selected lr | selected λ | val. error | test error | edge | slope (mean grid, rows)"
-        " | slope per seed | regret (per seed) | test gap vs L2, per seed | diverged |",
+        ("| arm | selected lr | selected λ | val. error | test error | edge | slope (mean grid, rows)"
+        " | slope per seed | regret (per seed) | test gap vs L2, per seed | diverged |"),
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for grid, m in analysed:
@@ -196,15 +196,15 @@ def findings(analysed: Sequence[tuple[ArmGrid, ArmMeasures]], test_size: int) ->
 _MEASURES = [
     "- *val. error*: seed-mean validation error of the selected cell (the lowest on the grid).",
     "- *edge*: the selected cell lies on the first/last lr, the smallest/largest λ or λ = 0.",
-    "- *slope*: per lr row, λ* = argmin over λ > 0 of the validation error, refined by a "
+    ("- *slope*: per lr row, λ* = argmin over λ > 0 of the validation error, refined by a "
     "parabola in log λ; a line log λ* = a + slope·log lr is fitted over the rows whose minimum "
     "is within 8 points of the best and whose argmin is interior (number of rows in brackets). "
     "About −1: the optimum lies on lr·λ = const (coupled); about 0: axis-aligned (tune λ once). "
-    "Per seed: mean ± std of the slopes of each seed's grid.",
-    "- *regret*: over the rows within 3 points of the best, the error at the best cell's λ minus "
-    "the row's own minimum, averaged; per seed mean ± std. 0: one λ serves every good lr.",
-    "- *test gap vs L2*: per seed, test error at this arm's selected cell minus that of the same "
-    "preconditioner with L2 (each selected on that seed's validation error); mean ± std.",
+    "Per seed: mean ± std of the slopes of each seed's grid."),
+    ("- *regret*: over the rows within 3 points of the best, the error at the best cell's λ minus "
+    "the row's own minimum, averaged; per seed mean ± std. 0: one λ serves every good lr."),
+    ("- *test gap vs L2*: per seed, test error at this arm's selected cell minus that of the same "
+    "preconditioner with L2 (each selected on that seed's validation error); mean ± std."),
     "- Test cross entropy is not used: it follows the output layer's scale, which decay sets.",
 ]
 

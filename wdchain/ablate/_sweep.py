@@ -7,8 +7,8 @@ import math
 import os
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -66,15 +66,16 @@ def _fingerprint(task: Task) -> str:
     return digest.hexdigest()[:16]
 
 
-def run_info(task: Task, seeds: Sequence[int], mesh_devices: int) -> dict[str, Any]:
-    """What reports print as their provenance."""
+def run_info(task: Task, seeds: Sequence[int], devices: int | None = None) -> dict[str, Any]:
+    """What :func:`write_report` prints as provenance: task, model, epochs, seeds, version."""
+    devices = len(jax.local_devices()) if devices is None else devices
     first = task.for_seed(seeds[0])
     assert first.validation is not None
     return {
         "task": task.name, "model": task.label, "epochs": task.epochs,
         "batch_size": task.batch_size, "seeds": list(seeds), "version": wdchain.__version__,
         "validation_examples": len(first.validation[0]), "test_examples": len(first.test[0]),
-        "environment": f"jax {jax.__version__}, {jax.default_backend()} × {mesh_devices}",
+        "environment": f"jax {jax.__version__}, {jax.default_backend()} × {devices}",
     }
 
 
@@ -126,7 +127,7 @@ def sweep(
       as fractions in [0, 1]; NaN for a diverged cell) and ``diverged``.
     """
     if not isinstance(task, Task):
-        raise ValueError(f"sweep: task must be a wdchain.ablate.Task, got {task!r}")
+        raise TypeError(f"sweep: task must be a wdchain.ablate.Task, got {task!r}")
     if isinstance(arms, str):
         arms = [a.strip() for a in arms.split(",") if a.strip()]
     parsed = [parse_arm(name) for name in dict.fromkeys(arms)]
@@ -154,7 +155,7 @@ def sweep(
         raise ValueError(f"sweep: parallel_seeds must be an integer ≥ 1, got {parallel_seeds!r}")
     lock = threading.Lock()
 
-    def locked(fn: Callable[..., None] | None) -> Callable[..., None] | None:
+    def locked(fn: Callable[..., None] | None) -> Any:
         if fn is None:
             return None
 
@@ -166,31 +167,43 @@ def sweep(
 
     rows: list[dict[str, Any]] = []
     for arm in parsed:
-        arm_lrs, arm_wds = grids[arm.name]
-        cell_lrs, cell_wds = (g.ravel() for g in np.meshgrid(arm_lrs, arm_wds, indexing="ij"))
-        per_seed = {seed: store.finished(arm.name, seed) if store else None for seed in seeds}
-        todo = [seed for seed in seeds if per_seed[seed] is None]
-        if todo:
-            program = GridProgram(task, arm, cell_lrs, cell_wds, mesh)
-
-            def train(seed: int, program: GridProgram = program, arm: Arm = arm) -> None:
-                seed_rows = _train(program, arm, seed, cell_lrs, cell_wds, store,
-                                   locked(log), locked(on_chunk))  # type: ignore[arg-type]
-                with lock:
-                    if store:
-                        store.finish(arm.name, seed, seed_rows)
-                    per_seed[seed] = seed_rows
-                    if out is not None:
-                        write_csv(rows + [r for s in seeds for r in per_seed[s] or []],
-                                  Path(out) / "results.csv")
-
-            with ThreadPoolExecutor(min(parallel_seeds, len(todo))) as pool:
-                for future in [pool.submit(train, seed) for seed in todo]:
-                    future.result()
-        rows += [row for seed in seeds for row in per_seed[seed] or []]
+        rows += _sweep_arm(task, arm, grids[arm.name], seeds, mesh, store, parallel_seeds,
+                           locked(log), locked(on_chunk), written=rows,
+                           csv_path=None if out is None else Path(out) / "results.csv")
     if out is not None:
         write_csv(rows, Path(out) / "results.csv")
     return rows
+
+
+def _sweep_arm(task: Task, arm: Arm, grid: tuple[np.ndarray, np.ndarray],
+               seeds: tuple[int, ...], mesh: Any, store: RunStore | None, parallel: int,
+               log: Callable[[str], None], on_chunk: Callable[[str, int, int], None] | None,
+               *, written: list[dict[str, Any]], csv_path: Path | None) -> list[dict[str, Any]]:
+    """One arm's rows for every seed: finished seeds from the store, the others trained."""
+    cell_lrs, cell_wds = (g.ravel() for g in np.meshgrid(*grid, indexing="ij"))
+    per_seed = {seed: store.finished(arm.name, seed) if store else None for seed in seeds}
+    todo = [seed for seed in seeds if per_seed[seed] is None]
+    lock = threading.Lock()
+
+    def arm_rows() -> list[dict[str, Any]]:
+        return [row for seed in seeds for row in per_seed[seed] or []]
+
+    if todo:
+        program = GridProgram(task, arm, cell_lrs, cell_wds, mesh)
+
+        def train(seed: int) -> None:
+            seed_rows = _train(program, arm, seed, cell_lrs, cell_wds, store, log, on_chunk)
+            with lock:
+                if store:
+                    store.finish(arm.name, seed, seed_rows)
+                per_seed[seed] = seed_rows
+                if csv_path is not None:
+                    write_csv(written + arm_rows(), csv_path)
+
+        with ThreadPoolExecutor(min(parallel, len(todo))) as pool:
+            for future in [pool.submit(train, seed) for seed in todo]:
+                future.result()
+    return arm_rows()
 
 
 def _train(program: GridProgram, arm: Arm, seed: int, cell_lrs: np.ndarray,

@@ -94,7 +94,7 @@ class Task:
 
     def __post_init__(self) -> None:
         if not callable(self.model):
-            raise ValueError(
+            raise TypeError(
                 f"Task: model must be a callable rngs -> nnx.Module (e.g. the model's class), "
                 f"got {self.model!r}"
             )
