@@ -13,6 +13,7 @@ Every run uses an lr schedule (torch's ``LambdaLR``), so η_t is not constant.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -490,6 +491,20 @@ def test_unknown_names_list_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="preconditioner 'sgd'; its options are: none. "
                                          r"For SGD with momentum use build\(\"momentum\""):
         wdchain.build("sgd", momentum=0.9)
+
+
+def test_registry_defaults_are_the_aliases_defaults() -> None:
+    """An entry with a torch alias has the alias's defaults (torch's) for every option
+    the alias shares; the momentum entry's μ = 0.9 is the one deliberate exception."""
+    for name, entry in wdchain._registry.REGISTRY.items():
+        if entry.alias is None:
+            assert entry.torch is None, name
+            continue
+        assert entry.torch in TORCH_OPTIMIZERS[entry.alias].__name__, name
+        signature = inspect.signature(getattr(wdchain, entry.alias)).parameters
+        for option, default in entry.options.items():
+            if option in signature and (name, option) != ("momentum", "momentum"):
+                assert signature[option].default == default, (name, option)
 
 
 def test_optax_inject_hyperparams_of_build_equals_build() -> None:

@@ -381,6 +381,19 @@ CASES = [
     MatricesOnly("build-muon-independent", "build",
                  {"decay": "independent", "lr": 0.02, "weight_decay": 1e-3,
                   "ns_dtype": jnp.float32}, args=("muon",), needs_params=True),
+    Case("build-sgd-decoupled", "build", {"decay": "decoupled", "lr": 0.1, "weight_decay": 1e-3},
+         args=("sgd",), needs_params=True),
+    Case("build-adagrad-independent-lr_decay", "build",
+         {"decay": "independent", "lr": 0.5, "weight_decay": 1e-3, "lr_decay": 0.01},
+         args=("adagrad",), needs_params=True),
+    Case("build-nadam-constant", "build", {"decay": "constant", "lr": 0.1, "weight_decay": 1e-3},
+         args=("nadam",), needs_params=True),
+    Case("build-radam-independent", "build",
+         {"decay": "independent", "lr": 0.1, "weight_decay": 1e-3}, args=("radam",),
+         needs_params=True),
+    Case("build-adamax-decoupled", "build",
+         {"decay": "decoupled", "lr": 0.1, "weight_decay": 1e-2}, args=("adamax",),
+         needs_params=True),
     Case("build-muon-decoupled-others_adam-tree_mask", "build",
          {"decay": "decoupled", "lr": 0.05, "weight_decay": 0.01, "others": "adam",
           "mask": _TREE_MASK, "ns_dtype": jnp.float32}, args=("muon",), needs_params=True,
@@ -488,6 +501,11 @@ def test_every_public_factory_is_in_the_table():
     in_table = {case.factory for case in CASES}
     assert public - in_table == set(), "public factories with no row in CASES"
     assert in_table - public == set(), "rows whose factory is not public"
+
+
+def test_every_preconditioner_of_the_registry_has_a_build_row():
+    built = {case.args[0] for case in CASES if case.factory == "build"}
+    assert set(wdchain.PRECONDITIONERS) - built == set(), "preconditioners with no build row"
 
 
 def test_table_switches_every_option_of_every_alias_on():
