@@ -226,7 +226,7 @@ def test_muon_real_loss_trajectory_matches_torch() -> None:
             torch.mean((torch.tanh(x @ tensors["hidden"]) @ tensors["out"] - y) ** 2).backward()
             optimizer.step()
         theirs = {k: t.detach().numpy().copy() for k, t in tensors.items()}
-    for k in params:
-        assert np.max(np.abs(theirs[k] - params[k])) > 1e-2 * np.max(np.abs(theirs[k])), "stuck"
+    for k, start in params.items():
+        assert np.max(np.abs(theirs[k] - start)) > 1e-2 * np.max(np.abs(theirs[k])), "stuck"
     error = oracle.relative_error(ours, theirs)
     assert error <= TOLERANCE[np.float64], f"{error:.3g}"
