@@ -192,9 +192,33 @@ def test_injected_zero_momentum_keeps_the_plain_state_structure(injector, name, 
 
 
 @pytest.mark.parametrize("injector", INJECTORS)
-def test_momentum_switched_on_after_an_init_with_zero_is_never_silent(injector):
+def test_a_default_momentum_is_not_injected(injector):
+    """The default momentum (0, off) is not a hyperparameter: no buffer even when init
+    is traced (there an injected 0 would be a tracer, of unknown value)."""
     tx = INJECTORS[injector](wdchain.sgd)(lr=0.1)
+    state = jax.jit(tx.init)(PARAMS)
+    assert "momentum" not in state.hyperparams
+    assert jax.tree.structure(state.inner_state) == jax.tree.structure(
+        wdchain.sgd(lr=0.1).init(PARAMS))
+    assert repr(inspect.signature(wdchain.sgd).parameters["momentum"].default) == "0.0"
+
+
+def test_an_explicit_zero_momentum_is_static_in_wdchain_inject_hyperparams():
+    tx = wdchain.inject_hyperparams(wdchain.rmsprop)(lr=0.1, momentum=0.0)
+    state = jax.jit(tx.init)(PARAMS)  # traced init: still no buffer
+    assert "momentum" not in state.hyperparams
+    assert jax.tree.structure(state.inner_state) == jax.tree.structure(
+        wdchain.rmsprop(lr=0.1).init(PARAMS))
+
+
+def test_momentum_switched_on_after_an_init_with_zero_is_never_silent():
+    """optax.inject_hyperparams with an explicit momentum=0: the eager init keeps no
+    buffer, so a momentum set later cannot be applied: NaN when traced, an error when
+    concrete, never plain SGD."""
+    tx = optax.inject_hyperparams(wdchain.sgd)(lr=0.1, momentum=0.0)
     state = tx.init(PARAMS)
+    assert jax.tree.structure(state.inner_state) == jax.tree.structure(
+        wdchain.sgd(lr=0.1).init(PARAMS))
     state.hyperparams["momentum"] = jnp.asarray(0.5, jnp.float32)
     updates, _ = jax.jit(tx.update)(GRADS, state, PARAMS)  # traced: NaN, not plain SGD
     assert all(bool(jnp.all(jnp.isnan(u))) for u in jax.tree.leaves(updates))

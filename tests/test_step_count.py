@@ -23,13 +23,15 @@ PARAMS = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(3, 2), "v": jnp.ones((2, 2))}
 
 
 def _aliases() -> list[str]:
-    """Every public optimizer that takes torch's ``lr`` first."""
+    """Every public optimizer that takes torch's ``lr`` first (and a weight decay)."""
     names = []
     for name in sorted(wdchain.__all__):
         obj = getattr(wdchain, name)
         if inspect.isfunction(obj) and "GradientTransformation" in str(
             inspect.signature(obj).return_annotation
-        ) and list(inspect.signature(obj).parameters)[:1] == ["lr"]:
+        ) and list(inspect.signature(obj).parameters)[:1] == ["lr"] and (
+            "weight_decay" in inspect.signature(obj).parameters
+        ):
             names.append(name)
     return names
 

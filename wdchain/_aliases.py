@@ -90,7 +90,7 @@ def _sign(maximize: bool) -> optax.GradientTransformation:
 @torch_style
 def sgd(
     lr: Any = 1e-3,
-    momentum: Any = 0.0,
+    momentum: Any = _validate.OFF,
     dampening: Any = 0.0,
     weight_decay: Any = 0.0,
     nesterov: bool = False,
@@ -197,7 +197,7 @@ def rmsprop(
     alpha: Any = 0.99,
     eps: Any = 1e-8,
     weight_decay: Any = 0.0,
-    momentum: Any = 0.0,
+    momentum: Any = _validate.OFF,
     centered: bool = False,
     *,
     maximize: bool = False,

@@ -34,6 +34,8 @@ from wdchain import _recipe, _tree, _validate
 # Arguments that are never hyperparameters, though they may be callables (which optax
 # would take for schedules) or dtypes.
 _NEVER_INJECTED = ("mask", "schedule", "mu_dtype", "nu_dtype")
+# Arguments whose zero switches a state slot off: a static zero stays static.
+_SWITCHES = ("momentum",)
 
 
 def _spelled_out(
@@ -104,6 +106,10 @@ def inject_hyperparams(
         inner, inner_args, inner_kwargs = _spelled_out(inner_factory, signature, args, kwargs)
         names = set(inspect.signature(inner).parameters)
         never = static | (names & set(_NEVER_INJECTED))
+        # A momentum of 0 switches the buffer off: kept static, the state is the plain
+        # optimizer's even under a jitted init (where an injected 0 is a tracer).
+        bound = inspect.signature(inner).bind_partial(*inner_args, **inner_kwargs).arguments
+        never |= {name for name in _SWITCHES if _validate.is_static_zero(bound.get(name))}
 
         def injected(dtype: Any) -> optax.GradientTransformationExtraArgs:
             return optax.inject_hyperparams(inner, never, dtype)(*inner_args, **inner_kwargs)

@@ -27,6 +27,8 @@ def concrete_number(value: Any) -> float | None:
     Schedules (callables), tracers and non-scalar arrays give None: they cannot be
     checked at construction.
     """
+    if value is OFF:
+        return 0.0
     if isinstance(value, bool) or callable(value) or isinstance(value, jax.core.Tracer):
         return None
     if isinstance(value, (int, float, np.number)):
@@ -40,6 +42,32 @@ def concrete_number(value: Any) -> float | None:
     return None
 
 
+class _Off:
+    """0 as a default that ``optax.inject_hyperparams`` leaves alone (it injects every
+    int or float, and would turn a default ``momentum=0`` into an array that switches a
+    momentum buffer on under ``jit``). It compares, converts and shows as 0.0."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "0.0"
+
+    def __float__(self) -> float:
+        return 0.0
+
+    def __eq__(self, other: object) -> bool:
+        return other == 0
+
+    def __hash__(self) -> int:
+        return hash(0.0)
+
+    def __bool__(self) -> bool:
+        return False
+
+
+OFF: Any = _Off()
+
+
 def is_static_zero(value: Any) -> bool:
     """True for a Python or NumPy number equal to zero: it switches a chain slot off.
 
@@ -47,7 +75,7 @@ def is_static_zero(value: Any) -> bool:
     a concrete array and ``update`` a traced one, so a slot switched on by an array
     must not depend on its value, or the state's structure would change.
     """
-    return (
+    return value is OFF or (
         isinstance(value, (int, float, np.number))
         and not isinstance(value, (bool, np.bool_))
         and value == 0
