@@ -165,7 +165,7 @@ def build(
         ``"adam"`` (``betas`` = (0.9, 0.999), ``eps`` = 1e-8, ``amsgrad`` = False,
         ``mu_dtype`` = ``nu_dtype`` = None),
         ``"nadam"`` (``betas``, ``eps``, ``momentum_decay`` = 4e-3), ``"radam"`` and
-        ``"adamax"`` (``betas``, ``eps``), ``"lion"`` (``betas`` = (0.9, 0.99)),
+        ``"adamax"`` (``betas``, ``eps``), ``"lion"`` (``betas`` = (0.9, 0.99), ``mu_dtype`` = None),
         ``"lamb"`` (``betas`` = (0.9, 0.999), ``eps`` = 1e-6), ``"adadelta"``
         (``rho`` = 0.9, ``eps`` = 1e-6), ``"asgd"`` (``lambd`` = 1e-4, ``alpha`` =
         0.75, ``t0`` = 1e6), ``"adafactor"`` (``beta2_decay`` = −0.8, ``eps`` =

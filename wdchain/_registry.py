@@ -182,8 +182,9 @@ def _check_adam(where: str, o: dict[str, Any]) -> None:
     _validate.check_float_dtype(where, "nu_dtype", o["nu_dtype"])
 
 
-def _check_betas(where: str, o: dict[str, Any]) -> None:
+def _check_lion(where: str, o: dict[str, Any]) -> None:
     _validate.check_betas(where, o["betas"])
+    _validate.check_float_dtype(where, "mu_dtype", o["mu_dtype"])
 
 
 def _check_asgd(where: str, o: dict[str, Any]) -> None:
@@ -281,9 +282,9 @@ _ENTRIES = [
     ),
     Preconditioner(
         "lion", "Lion (Chen et al. 2023): the sign of an interpolated momentum",
-        {"betas": (0.9, 0.99)},
-        lambda o, lr: (scale_by_lion(o["betas"]),),
-        _check_betas, lr_span=(-4.5, -2.0),
+        {"betas": (0.9, 0.99), "mu_dtype": None},
+        lambda o, lr: (scale_by_lion(o["betas"], mu_dtype=o["mu_dtype"]),),
+        _check_lion, lr_span=(-4.5, -2.0),
     ),
     Preconditioner(
         "lamb", "LAMB (You et al. 2020): Adam's step scaled per leaf by ‖θ‖/‖r + λθ‖; "
