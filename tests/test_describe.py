@@ -122,3 +122,77 @@ def test_foreign_transformations_are_a_type_error() -> None:
         wdchain.describe(optax.adam(1e-3))
     with pytest.raises(TypeError, match="this str was not built by wdchain"):
         wdchain.describe("adam")
+
+
+ADAMW_LINES = [
+    "adam(β=(0.9, 0.999), ε=1e-08) → decoupled(λ=0.01) → lr(α=0.001)",
+    "θ ← θ − lr_t·(adam(g) + λθ)",
+    "decay decoupled(λ=0.01): bypasses the optimizer's statistics (placed after adam); "
+    "multiplied by lr_t",
+]
+
+
+def test_an_optax_chain_names_its_foreign_parts() -> None:
+    lines = wdchain.describe(
+        optax.chain(optax.clip_by_global_norm(1.0), wdchain.adamw())).splitlines()
+    assert lines[0] == ("clip_by_global_norm → adam(β=(0.9, 0.999), ε=1e-08) → "
+                        "decoupled(λ=0.01) → lr(α=0.001)")
+    assert lines[1] == "θ ← θ − lr_t·(adam(clip_by_global_norm(g)) + λθ)"
+    assert lines[-1] == ("not built by wdchain: clip_by_global_norm; what it does with "
+                         "weight decay is unknown")
+
+
+@pytest.mark.parametrize("wrap, header", [
+    (lambda tx: optax.MultiSteps(tx, 4),
+     "optax.MultiSteps(every_k_schedule=4): the gradients of k calls are accumulated "
+     "(averaged), then one step of:"),
+    (lambda tx: optax.MultiSteps(tx, 2, use_grad_mean=False).gradient_transformation(),
+     "optax.MultiSteps(every_k_schedule=2): the gradients of k calls are accumulated "
+     "(summed), then one step of:"),
+    (lambda tx: optax.masked(tx, {"w": True}),
+     "optax.masked (mask=tree): the leaves the mask selects get the updates of what "
+     "follows; the others pass through unchanged:"),
+    (lambda tx: optax.apply_if_finite(tx, 3),
+     "optax.apply_if_finite: steps with non-finite gradients are skipped; otherwise:"),
+], ids=["MultiSteps", "MultiSteps-transformation", "masked", "apply_if_finite"])
+def test_optax_wrappers_get_a_header_and_the_wdchain_part_below(wrap, header) -> None:
+    lines = wdchain.describe(wrap(wdchain.adamw())).splitlines()
+    assert lines == [header] + ["  " + line for line in ADAMW_LINES]
+
+
+def test_optax_inject_hyperparams_is_described_with_what_it_injects() -> None:
+    schedule = optax.linear_schedule(1e-3, 0.0, 10)
+    lines = wdchain.describe(
+        optax.inject_hyperparams(wdchain.adamw)(lr=schedule, weight_decay=0.01)).splitlines()
+    assert lines[0] == ("optax.inject_hyperparams: eps, lr, weight_decay held in the state "
+                        "(lr scheduled); values as given:")
+    assert lines[1] == "  adam(β=(0.9, 0.999), ε=1e-08) → decoupled(λ=0.01) → lr(α=schedule)"
+
+
+def test_optax_partition_describes_each_label_and_names_foreign_ones() -> None:
+    tx = optax.partition({"decayed": wdchain.adamw(), "plain": optax.sgd(0.1)},
+                         {"w": "decayed", "b": "plain"})
+    lines = wdchain.describe(tx).splitlines()
+    assert lines[0] == "optax.partition: each leaf gets the updates of its label's transformation:"
+    assert lines[1:5] == ["  'decayed':"] + ["    " + line for line in ADAMW_LINES]
+    assert lines[5] == "  'plain':"
+    assert lines[-1] == ("    not built by wdchain: identity, scale; what it does with weight "
+                         "decay is unknown")
+
+
+def test_nested_wrappers_are_indented_in_turn() -> None:
+    tx = optax.MultiSteps(optax.chain(optax.masked(wdchain.adamw(), {"w": True}),
+                                      optax.clip(1.0)), 2)
+    lines = wdchain.describe(tx).splitlines()
+    assert lines[1] == "  optax.chain of 2 parts, in order:"
+    assert lines[2:4] == ["    part 0", "      optax.masked (mask=tree): the leaves the mask "
+                          "selects get the updates of what follows; the others pass through "
+                          "unchanged:"]
+    assert lines[4] == "        " + ADAMW_LINES[0]
+    assert lines[-1].startswith("      not built by wdchain: clip;")
+
+
+def test_a_composition_with_no_wdchain_part_is_still_a_type_error() -> None:
+    for tx in (optax.MultiSteps(optax.adam(1e-3), 2), optax.masked(optax.sgd(0.1), {"w": True})):
+        with pytest.raises(TypeError, match=r"not built by wdchain \(nor any part of it\)"):
+            wdchain.describe(tx)
