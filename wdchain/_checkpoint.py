@@ -10,14 +10,27 @@ happen to have the same names and shapes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 from wdchain import _tree
+
+
+def _mismatch(template: Any, path: tuple[str, ...], found: dict[tuple[str, ...], Any]) -> str:
+    """What the checkpoint holds in the slot where the path is missing."""
+    if not path:
+        return "the checkpoint is empty" if not found else "the checkpoint is not a state"
+    there = sorted({p[1] for p in found if len(p) > 1 and p[0] == path[0]})
+    if not there:
+        slots = sorted({p[0] for p in found}, key=lambda k: (len(k), k))
+        return f"its slots are {', '.join(slots) or 'none'}"
+    return f"its slot {path[0]} holds {', '.join(there)}"
 
 
 def _template(tx: optax.GradientTransformation, params: Any) -> Any:
@@ -53,21 +66,68 @@ def state_signature(tx: optax.GradientTransformation, params: Any) -> str:
 
 
 def _by_path(tree: Any) -> dict[tuple[str, ...], Any]:
-    """Leaves by container-independent path: ``state[2].mu["w"]`` -> ("2", "mu", "w")."""
+    """Leaves by container-independent path: ``state[2].mu["w"]`` -> ("2", "mu", "w").
+
+    Flax NNX wraps each array in a Variable, which a checkpoint library stores as a
+    ``{"value": array}`` dict: the ``value`` entries are left out, so a state saved
+    from an ``nnx.Optimizer`` matches the plain one.
+    """
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {tuple(_tree.key_name(entry) for entry in path): leaf for path, leaf in flat}
+    return {
+        tuple(name for name in map(_tree.key_name, path) if name != "value"): leaf
+        for path, leaf in flat
+    }
 
 
 def _show(path: tuple[str, ...]) -> str:
     return "state" + "".join(f"[{key}]" if key.isdigit() else f".{key}" for key in path)
 
 
+def _slot(template: Any, path: tuple[str, ...]) -> str:
+    """Which slot of the chain a path is in, and that slot's state type."""
+    if not path or not isinstance(template, (tuple, list)) or not path[0].isdigit():
+        return ""
+    index = int(path[0])
+    if index >= len(template):
+        return f" (slot {index}: this optimizer's chain has {len(template)} slots)"
+    return f" (slot {index} of the chain, a {type(template[index]).__name__})"
+
+
+_NNX = "the nnx.Optimizer's opt_state"
+
+
+def _restore_nnx(optimizer: nnx.Optimizer, model: Any, restored: Any,
+                 signature: str | None) -> nnx.Optimizer:
+    """Writes a checkpoint of ``nnx.state(optimizer)`` (or of its ``opt_state``) back."""
+    step = None
+    if isinstance(restored, (Mapping, nnx.State)) and "opt_state" in restored:
+        step, restored = restored.get("step"), restored["opt_state"]
+    params = nnx.state(model, optimizer.wrt) if isinstance(model, nnx.Module) else model
+    state = restore_state(optimizer.tx, params, restored, signature=signature, _where=_NNX)
+    variables = jax.tree.leaves(optimizer.opt_state, is_leaf=_is_variable)
+    values = jax.tree.leaves(state)
+    if len(variables) != len(values):  # the template is tx.init(params): cannot happen
+        raise ValueError(f"restore_state: {_NNX} has {len(variables)} leaves, the restored "
+                         f"state {len(values)}")
+    for variable, value in zip(variables, values):
+        variable.set_value(value)
+    if step is not None:
+        step = _by_path(step).get((), step)
+        optimizer.step.set_value(jnp.asarray(step, optimizer.step.get_value().dtype))
+    return optimizer
+
+
+def _is_variable(node: Any) -> bool:
+    return isinstance(node, nnx.Variable)
+
+
 def restore_state(
-    tx: optax.GradientTransformation,
+    tx: optax.GradientTransformation | nnx.Optimizer,
     params: Any,
     restored: Any,
     *,
     signature: str | None = None,
+    _where: str = "this optimizer",
 ) -> Any:
     """Checks a restored optimizer state against ``tx`` and ``params`` and rebuilds it.
 
@@ -77,9 +137,20 @@ def restore_state(
     ``jax.eval_shape(tx.init, params)``; a missing or extra slot, or a leaf of
     another shape or dtype, raises a ``ValueError`` naming the first such path.
 
+    Flax NNX: give the ``nnx.Optimizer`` and the model (or its params) instead of
+    ``tx`` and ``params``, and what a checkpoint of ``nnx.state(optimizer)`` gives
+    back without a target: the restored values (and nnx's own ``step``) are written
+    into the optimizer, which is returned. See the recipe in the README
+    (``docs/reliability.md``)::
+
+        checkpointer.save(path, nnx.state(optimizer))          # save
+        loaded = checkpointer.restore(path)                    # a fresh process
+        wdchain.restore_state(optimizer, model, loaded, signature=sig)
+
     Args:
-      tx: the optimizer the state is for.
-      params: the parameters (or ``jax.ShapeDtypeStruct`` s like them).
+      tx: the optimizer the state is for (or an ``nnx.Optimizer``).
+      params: the parameters (or ``jax.ShapeDtypeStruct`` s like them), or the
+        ``nnx.Module`` when ``tx`` is an ``nnx.Optimizer``.
       restored: the state as loaded.
       signature: the :func:`state_signature` saved with the checkpoint. Checked when
         given: it is what tells apart two optimizers whose states have the same
@@ -100,6 +171,8 @@ def restore_state(
       ...
       ValueError: restore_state: the checkpoint has no slot state[2].trace.w...
     """
+    if isinstance(tx, nnx.Optimizer):
+        return _restore_nnx(tx, params, restored, signature)
     where = "restore_state"
     template = _template(tx, params)
     if signature is not None:
@@ -112,20 +185,26 @@ def restore_state(
                 f"{saved} where this optimizer has {needed}. Its state is ({signature}); "
                 f"this optimizer's is ({expected})."
             )
+    if isinstance(restored, (Mapping, nnx.State)) and set(restored) == {"opt_state", "step"}:
+        raise ValueError(
+            f"{where}: this checkpoint is the state of an nnx.Optimizer (keys 'opt_state' "
+            "and 'step'): pass the optimizer and the model, restore_state(optimizer, "
+            "model, loaded), or restored['opt_state'] with tx and params."
+        )
     wanted, found = _by_path(template), _by_path(restored)
     for path in wanted:
         if path not in found:
             raise ValueError(
-                f"{where}: the checkpoint has no slot {_show(path)}, which this "
-                "optimizer's state needs: it was written for another optimizer or "
-                "another params tree."
+                f"{where}: the checkpoint has no slot {_show(path)}{_slot(template, path)}, "
+                f"which {_where} needs: it was written for another optimizer or another "
+                f"params tree ({_mismatch(template, path, found)})."
             )
     for path in found:
         if path not in wanted:
             raise ValueError(
-                f"{where}: the checkpoint has a slot {_show(path)} that this optimizer's "
-                "state does not have: it was written for another optimizer or another "
-                "params tree."
+                f"{where}: the checkpoint has a slot {_show(path)}{_slot(template, path)} "
+                f"that {_where} does not have: it was written for another optimizer or "
+                "another params tree."
             )
     leaves = []
     for path, spec in wanted.items():
@@ -133,8 +212,9 @@ def restore_state(
         shape, dtype = np.shape(leaf), jnp.result_type(leaf)
         if shape != spec.shape or dtype != spec.dtype:
             raise ValueError(
-                f"{where}: {_show(path)} is {dtype.name}{list(shape)} in the checkpoint, "
-                f"but this optimizer needs {spec.dtype.name}{list(spec.shape)} there."
+                f"{where}: {_show(path)}{_slot(template, path)} is "
+                f"{dtype.name}{list(shape)} in the checkpoint, but {_where} needs "
+                f"{spec.dtype.name}{list(spec.shape)} there."
             )
         leaves.append(leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf))
     return jax.tree.unflatten(jax.tree.structure(template), leaves)
