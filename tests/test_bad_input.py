@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 import wdchain
 
@@ -464,7 +465,13 @@ AT_UPDATE = [
     update_row("adamax-state_of_another_model", wdchain.adamax(), PARAMS, ANOTHER_MODEL, PARAMS,
                r"scale_by_adamax: updates does not have the structure of state\.mu: "
                r"state\.mu has \['z'\]"),
-    # mask vs params
+    update_row("adamw-callable_mask-int_leaf", wdchain.adamw(mask=lambda p: {"a": 1, "b": True}),
+               PARAMS, PARAMS, PARAMS,
+               r"decoupled_weight_decay: mask leaves must be booleans .*got 1"),
+]
+
+# A tree mask is checked against the params at init (a callable one at update).
+MASK_AT_INIT = [
     update_row("adamw-mask_not_a_prefix-extra_key",
                wdchain.adamw(mask={"a": True, "q": False}), PARAMS, PARAMS, PARAMS,
                r"decoupled_weight_decay: the mask is not a prefix of the params tree: "
@@ -474,19 +481,28 @@ AT_UPDATE = [
                PARAMS, PARAMS, PARAMS,
                r"add_l2_to_grad: the mask is not a prefix of the params tree: "
                r"the mask has \['b'\]\['d'\], the params do not"),
-    update_row("adamw-callable_mask-int_leaf", wdchain.adamw(mask=lambda p: {"a": 1, "b": True}),
-               PARAMS, PARAMS, PARAMS,
-               r"decoupled_weight_decay: mask leaves must be booleans .*got 1"),
-]
-
-MASK_MISSING_A_KEY = [
     update_row("adamw-mask_not_a_prefix-missing_key", wdchain.adamw(mask={"a": True}),
                PARAMS, PARAMS, PARAMS,
                r"decoupled_weight_decay: the mask is not a prefix .*\['b'\]"),
+    update_row("adamw-dict_mask-nnx_state_params",
+               wdchain.adamw(mask={"a": True, "b": {"c": False}}),
+               PARAMS, nnx.State(PARAMS), PARAMS,
+               r"^decoupled_weight_decay: the mask is a dict but the params are an nnx\.State "
+               r"\(as nnx\.Optimizer passes them\), .* Pass mask=wdchain\.decay_mask"),
 ]
 
 
-@pytest.mark.parametrize("tx, grads, state_of, params, match", AT_UPDATE + MASK_MISSING_A_KEY)
+@pytest.mark.parametrize("tx, grads, state_of, params, match", MASK_AT_INIT)
+def test_a_tree_mask_that_does_not_fit_is_refused_at_init(tx, grads, state_of, params, match):
+    del grads, params
+    with pytest.raises(ValueError, match=match) as caught:
+        tx.init(state_of)
+    assert len(str(caught.value)) < 400  # no dump of two tree structures
+    with pytest.raises(ValueError, match=match):
+        jax.jit(tx.init)(state_of)
+
+
+@pytest.mark.parametrize("tx, grads, state_of, params, match", AT_UPDATE)
 def test_trees_that_do_not_fit_are_refused_at_update(tx, grads, state_of, params, match):
     state = tx.init(state_of)
     with pytest.raises(ValueError, match=match):

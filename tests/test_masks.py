@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 import torch
 from flax import nnx
 from flax.core import FrozenDict, freeze
@@ -297,3 +298,82 @@ def test_nnx_optimizer_matches_torch_param_groups() -> None:
     for a, b in zip(*finals):
         np.testing.assert_array_equal(a, b)
     check_against_torch(params0, finals[0], mus, history, "decoupled")
+
+
+# --------------------------------------------------------------------------------------
+# Leaves named by the user, and a plain dict mask for nnx.
+
+
+class Positions(nnx.Module):
+    """A learned positional table, an ``nnx.Param`` named ``weight`` (as in torch)."""
+
+    def __init__(self) -> None:
+        self.weight = nnx.Param(jnp.ones((5, 4)))
+
+
+class WithPositions(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.embed = Positions()
+        self.proj = nnx.Linear(4, 4, rngs=rngs)
+
+    def __call__(self, x: Any) -> Any:
+        return self.proj(x + self.embed.weight[...])
+
+
+def _positions_model() -> Any:
+    return WithPositions(nnx.Rngs(0))
+
+
+def test_exclude_and_include_by_path_pattern() -> None:
+    params = {"encoder": {"pos_embedding": jnp.ones((5, 4)), "dense": {"kernel": jnp.ones(2),
+                                                                       "bias": jnp.ones(2)}},
+              "temperature": jnp.ones(())}
+    mask = wdchain.decay_mask(params, exclude=["pos_embedding", "temperature"],
+                              include="encoder/dense/bias")
+    assert mask == {"encoder": {"pos_embedding": False,
+                                "dense": {"kernel": True, "bias": True}},
+                    "temperature": False}
+    both = wdchain.decay_mask(params, exclude="encoder/*", include="encoder/dense/*")
+    assert both["encoder"]["dense"] == {"kernel": False, "bias": False}  # exclude wins
+    assert wdchain.decay_mask(params) == wdchain.decay_mask(params, exclude=(), include=())
+    report = wdchain.mask_report(params, exclude="temperature")
+    row = next(line for line in report.splitlines() if "['temperature']" in line)
+    assert row.split() == ["off", "['temperature']", "()", "excluded", "by", "'temperature'"]
+
+
+def test_a_pattern_that_matches_nothing_is_refused() -> None:
+    params = {"encoder": {"pos_embedding": jnp.ones((5, 4))}}
+    with pytest.raises(ValueError, match=r"decay_mask: the exclude pattern 'pos_embed' matches "
+                                         r"no parameter; the paths look like "
+                                         r"'encoder/pos_embedding'"):
+        wdchain.decay_mask(params, exclude="pos_embed")
+    with pytest.raises(ValueError, match=r"decay_mask_with: exclude must be path patterns"):
+        wdchain.decay_mask_with(exclude=[3])
+
+
+def test_an_nnx_param_named_weight_is_excluded_in_an_nnx_optimizer() -> None:
+    model = _positions_model()
+    tx = wdchain.adamw(0.1, weight_decay=0.5, mask=wdchain.decay_mask_with(exclude="embed/*"))
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    plain = _positions_model()
+    plain_optimizer = nnx.Optimizer(plain, wdchain.adamw(0.1, weight_decay=0.5), wrt=nnx.Param)
+    zero = jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param))
+    optimizer.update(model, zero)
+    plain_optimizer.update(plain, zero)
+    # Zero gradients: only the decay moves a leaf, θ(1 − lr·λ) = 0.95·θ.
+    np.testing.assert_array_equal(model.embed.weight[...], jnp.ones((5, 4)))
+    np.testing.assert_allclose(plain.embed.weight[...], 0.95 * jnp.ones((5, 4)), rtol=1e-6)
+    np.testing.assert_allclose(model.proj.kernel[...], plain.proj.kernel[...], rtol=1e-6)
+
+
+def test_a_plain_dict_mask_for_an_nnx_optimizer_is_refused_at_init() -> None:
+    model = _positions_model()
+    mask = {"embed": {"weight": False}, "proj": {"kernel": True, "bias": False}}
+    with pytest.raises(ValueError) as caught:
+        nnx.Optimizer(model, wdchain.adamw(mask=mask), wrt=nnx.Param)
+    message = str(caught.value)
+    assert message.startswith("decoupled_weight_decay: the mask is a dict but the params are "
+                              "an nnx.State")
+    assert "mask=wdchain.decay_mask" in message and len(message) < 400
+    optimizer = nnx.Optimizer(model, wdchain.adamw(mask=nnx.State(mask)), wrt=nnx.Param)
+    assert optimizer.opt_state is not None  # the fix the message gives works

@@ -73,6 +73,7 @@ from wdchain._conventions import paper_to_torch as paper_to_torch
 from wdchain._conventions import torch_to_paper as torch_to_paper
 from wdchain._conventions import normalized_weight_decay as normalized_weight_decay
 from wdchain._masks import decay_mask as decay_mask
+from wdchain._masks import decay_mask_with as decay_mask_with
 from wdchain._masks import mask_report as mask_report
 
 # Many small leaves: one flat buffer per dtype and mask group.

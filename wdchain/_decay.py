@@ -42,6 +42,8 @@ def _decay_transform(
 
     def init_fn(params: Any) -> WeightDecayState:
         _tree.require_real(where, params)
+        if mask is not None and not callable(mask) and not switched_off:
+            _tree.resolve_mask(where, mask, params)  # a mask that does not fit: at init
         return WeightDecayState(count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates: Any, state: WeightDecayState, params: Any = None):

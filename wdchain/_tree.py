@@ -14,7 +14,7 @@ Conventions, applied by every transform:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -212,6 +212,7 @@ def resolve_mask(where: str, mask: Mask, params: Any) -> Any:
         return None
     tree = mask(params) if callable(mask) else mask
     _validate.check_mask(where, tree, resolved=True)
+    check_mask_container(where, tree, params)
     try:
         return jax.tree.map(
             lambda m, sub: jax.tree.map(lambda _: m, sub), tree, params
@@ -221,6 +222,31 @@ def resolve_mask(where: str, mask: Mask, params: Any) -> Any:
             f"{where}: the mask is not a prefix of the params tree: "
             f"{_mask_mismatch(tree, params)}."
         ) from None
+
+
+def _is_nnx_state(node: Any) -> bool:
+    from flax import nnx  # flax is a dependency; imported here to keep this module light
+
+    return isinstance(node, nnx.State)
+
+
+def check_mask_container(where: str, mask_tree: Any, params: Any) -> None:
+    """A plain dict mask for an ``nnx.State`` of params: refused with the fix.
+
+    ``nnx.Optimizer`` passes the params as an ``nnx.State``; a dict with the same keys
+    is not a prefix of it (another node type), and the mismatch would otherwise show
+    as two whole tree structures.
+    """
+    if not (_is_nnx_state(params) and isinstance(mask_tree, Mapping)):
+        return
+    if _is_nnx_state(mask_tree):
+        return
+    raise ValueError(
+        f"{where}: the mask is a {type(mask_tree).__name__} but the params are an "
+        "nnx.State (as nnx.Optimizer passes them), and a plain dict is not a prefix of "
+        "an nnx.State. Pass mask=wdchain.decay_mask (a callable), or the tree it "
+        "returns for nnx.state(model, nnx.Param), or nnx.State(your_dict)."
+    )
 
 
 def _mask_mismatch(mask_tree: Any, params: Any) -> str:
