@@ -21,11 +21,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from wdchain import _decay, _recipe, _registry, _tree, _validate
+from wdchain import _decay, _decay_axes, _recipe, _registry, _tree, _validate
 from wdchain._learning_rate import maximize as _maximize
 from wdchain._learning_rate import scale_by_learning_rate
 
 PLACEMENTS = ("none", "l2", "decoupled", "independent", "constant")
+# Every value of build's decay=: the placements, and two scales of the decoupled decay.
+DECAYS = (*PLACEMENTS, "corrected", "stable")
+GATES = _decay_axes.GATES
 PRECONDITIONERS = _registry.PRECONDITIONERS
 REGISTRY = _registry.REGISTRY
 
@@ -86,9 +89,9 @@ def _multiplier(
                                f"{_recipe.format_value(lr)}·{name}")
         return learning_rate, schedule
     if lr_peak is None:
-        if callable(lr) and decay == "independent":
+        if callable(lr) and decay in ("independent", "corrected"):
             raise ValueError(
-                f"{where}: decay='independent' scales the decay by η_t = lr_t / lr_peak; "
+                f"{where}: decay={decay!r} scales the decay by η_t = lr_t / lr_peak; "
                 "with lr a schedule, give lr_peak= (its peak value), or give lr as a "
                 "number and the multiplier as schedule="
             )
@@ -129,6 +132,9 @@ def build(
     mask: Any = None,
     maximize: bool = False,
     others: str | None = None,
+    gate: str | None = None,
+    toward: Any = None,
+    corrected_mask: Any = None,
     **options: Any,
 ) -> optax.GradientTransformation:
     r"""Any preconditioner with any weight-decay placement, in one fixed chain.
@@ -142,12 +148,37 @@ def build(
     * ``"independent"``: :math:`\theta \leftarrow \theta - \alpha_t u_t(g) - \eta_t\lambda\theta`
     * ``"constant"``: :math:`\theta \leftarrow \theta - \alpha_t u_t(g) - \lambda\theta`
 
+    * ``"corrected"``: :math:`\theta \leftarrow \theta - \alpha_t (u_t(g) + \eta_t\lambda\theta)`,
+      so :math:`c_t = \alpha_t\eta_t = \alpha_t^2/\alpha_{\text{peak}}` (AdamC, Defazio 2025)
+    * ``"stable"``: :math:`\theta \leftarrow \theta - \alpha_t (u_t(g) + \lambda\theta/\sqrt{\bar v_t})`,
+      :math:`\bar v_t` the mean over all parameters of the bias-corrected second
+      moment (SWD/AdamS, Xie et al. 2023); adaptive preconditioners only
+
     ``"l2"`` is torch's ``weight_decay``; ``"decoupled"`` torch's AdamW (and NAdamW,
     RAdamW); ``"independent"`` Loshchilov & Hutter's Algorithm 2; ``"constant"`` t5x's
     Adafactor decay. Every placement is the chain
     ``(sign, add_l2_to_grad, preconditioner, decoupled_weight_decay,
     scale_by_learning_rate, independent_weight_decay)`` with λ in one decay slot and
     0.0 in the others, so the state has the same structure for every placement.
+
+    Two more axes apply to every placement. ``gate="cautious"`` (cautious weight decay,
+    Chen et al. 2025, arXiv 2510.12402) multiplies the decay term by
+    :math:`G_t = \mathbb{1}(u_t \odot (\theta - \theta^*) \ge 0)`, :math:`u_t` the
+    *final* update direction at the decay's slot (for Muon the orthogonalised one; for
+    ``"l2"``, which sits before the preconditioner, the gradient g_t); ties decay. It
+    is not "Cautious Optimizers" (Liang et al. 2024, timm ``caution=True``), which
+    masks the update. ``toward`` replaces θ by θ − θ* in the decay term: θ* = θ₀, the
+    params at ``init`` (``"init"``), or a given tree (L2-SP, Li et al. 2018); for
+    ``"l2"`` the term is the gradient of :math:`\tfrac{\lambda}{2}\lVert\theta -
+    \theta^*\rVert^2`. θ* costs one copy of the params in the state (a first chain
+    slot); otherwise the state is the same for every placement, scale and gate.
+
+    ``"corrected"`` uses λ in AdamW's units at the peak: c_t·λ = α_t·η_t·λ equals
+    AdamW's α_max·λ at the peak (timm ``corrected_weight_decay``, levanter
+    ``adamc_weight_decay``); schedule_free's AdamC writes c_t = α_t², so its λ is
+    λ_sf = λ/α_max. Without a schedule (η_t = 1) it is ``"decoupled"``. By default it
+    applies to every decayed leaf, as timm does; the paper corrects only normalised
+    layers and keeps c_t = α_t elsewhere: pass those leaves as ``corrected_mask``.
 
     Some preconditioners fill two more slots: LAMB's trust ratio sits between the
     decoupled decay and the lr (so ``"decoupled"`` is *inside* the ratio, as in the
@@ -173,8 +204,8 @@ def build(
         True, ``ns_coefficients``, ``eps`` = 1e-7, ``ns_steps`` = 5,
         ``adjust_lr_fn`` = None, ``ns_dtype`` = bfloat16; 2-D leaves only). Defaults
         are torch's where torch has the optimizer, else the paper's.
-      decay: the placement, one of ``"none"``, ``"l2"``, ``"decoupled"``,
-        ``"independent"``, ``"constant"``.
+      decay: the placement (and scale), one of ``"none"``, ``"l2"``, ``"decoupled"``,
+        ``"independent"``, ``"constant"``, ``"corrected"``, ``"stable"``.
       lr: the learning rate: a number, a JAX scalar (it may be traced, e.g. vmapped
         over a grid) or a schedule of the step count.
       weight_decay: λ ≥ 0: a number, a JAX scalar (may be traced) or a schedule.
@@ -192,14 +223,22 @@ def build(
         preconditioner (with its default options) for the other leaves, with the same
         placement, lr, λ, schedule and mask, in one ``optax.partition``. None (the
         default): other leaves are refused at ``init``.
+      gate: None or ``"cautious"`` (see above).
+      toward: None (decay toward 0), ``"init"`` (toward θ₀) or a pytree shaped like
+        the params (toward it).
+      corrected_mask: with ``decay="corrected"`` only: the leaves (a mask as ``mask``)
+        whose decay is scaled by lr_t·η_t; the other decayed leaves get lr_t (the
+        paper's normalised-layers-only form). None: every decayed leaf.
       **options: the preconditioner's options listed above.
 
     Returns:
       An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
 
     Raises:
-      ValueError: for an unknown preconditioner, placement or option, or
-        ``decay="independent"`` with an lr schedule and no ``lr_peak``.
+      ValueError: for an unknown preconditioner, placement, gate or option, a
+        ``toward`` that is not a tree of arrays, ``decay="independent"`` or
+        ``"corrected"`` with an lr schedule and no ``lr_peak``, or ``decay="stable"``
+        with a preconditioner that has no second moment.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -216,11 +255,12 @@ def build(
     entry = _registry.lookup(where, preconditioner)
     if others is not None:
         common = {"decay": decay, "lr": lr, "weight_decay": weight_decay,
-                  "schedule": schedule, "lr_peak": lr_peak, "mask": mask, "maximize": maximize}
+                  "schedule": schedule, "lr_peak": lr_peak, "mask": mask, "maximize": maximize,
+                  "gate": gate, "toward": toward, "corrected_mask": corrected_mask}
         return _with_others(entry, others, common, options)
-    if decay not in PLACEMENTS:
+    if decay not in DECAYS:
         raise ValueError(
-            f"{where}: unknown decay {decay!r}; use one of {', '.join(PLACEMENTS)}"
+            f"{where}: unknown decay {decay!r}; use one of {', '.join(DECAYS)}"
         )
     nested = options.pop("options", None)
     if isinstance(nested, dict):  # optax.inject_hyperparams passes **options as one dict
@@ -232,6 +272,16 @@ def build(
     _validate.check_schedule_or_number(where, "weight_decay", weight_decay)
     _validate.check_flag(where, "maximize", maximize)
     _validate.check_mask(where, mask)
+    _decay_axes.check_gate(where, gate)
+    _decay_axes.check_toward(where, toward)
+    if corrected_mask is not None:
+        if decay != "corrected":
+            raise ValueError(
+                f"{where}: corrected_mask selects the leaves of decay='corrected' that get "
+                f"c_t = lr_t·η_t (the others keep lr_t); got decay={decay!r}. Leave "
+                "corrected_mask out, or use decay='corrected'"
+            )
+        _validate.check_mask(where, corrected_mask)
 
     learning_rate, eta = _multiplier(lr, schedule, lr_peak, decay)
     learning_rate = entry.learning_rate(learning_rate, full_options)
@@ -240,22 +290,101 @@ def build(
         if callable(eta):
             eta.wdchain_name = "η_t"  # type: ignore[union-attr]
 
-    def slot(placement: str) -> Any:
-        return weight_decay if decay == placement else 0.0
+    new_axes = decay in ("corrected", "stable") or gate is not None or toward is not None
+    if not new_axes:
+        def slot(placement: str) -> Any:
+            return weight_decay if decay == placement else 0.0
 
-    independent = slot("constant") if decay == "constant" else _independent_decay(
-        slot("independent"), eta
-    )
-    independent_tx = _decay.independent_weight_decay(independent, mask)
-    if decay == "independent":
-        independent_tx = _relabel_independent(independent_tx, weight_decay)
-    return _recipe.chain(
+        independent = slot("constant") if decay == "constant" else _independent_decay(
+            slot("independent"), eta
+        )
+        independent_tx = _decay.independent_weight_decay(independent, mask)
+        if decay == "independent":
+            independent_tx = _relabel_independent(independent_tx, weight_decay)
+        return _recipe.chain(
+            _maximize() if maximize else _recipe.nothing(),
+            _decay.add_l2_to_grad(slot("l2"), mask),
+            *entry.transforms(full_options, learning_rate),
+            _decay.decoupled_weight_decay(slot("decoupled"), mask),
+            *entry.inside(full_options),
+            scale_by_learning_rate(learning_rate),
+            independent_tx,
+            *entry.tail(full_options),
+        )
+    return _axes_chain(entry, full_options, learning_rate, eta, decay, weight_decay, mask,
+                       maximize, gate, toward, corrected_mask)
+
+
+def _axes_chain(entry: _registry.Preconditioner, options: dict[str, Any], learning_rate: Any,
+                eta: Any, decay: str, weight_decay: Any, mask: Any, maximize: bool,
+                gate: str | None, toward: Any, corrected_mask: Any):
+    """The fixed chain with the scale, gate and target axes (and θ* in a first slot)."""
+    where = "build"
+    if decay == "stable" and entry.second_moment is None:
+        adaptive = [e.name for e in _registry.REGISTRY.values() if e.second_moment]
+        raise ValueError(
+            f"{where}: decay='stable' divides the decay by √v̄_t, the root mean of an "
+            f"adaptive second moment, and {entry.name!r} has none; use one of "
+            f"{', '.join(adaptive)}, or decay='decoupled'"
+        )
+
+    def term(placement: str, role: str, sign: float, **kwargs: Any) -> Any:
+        lam = weight_decay if decay == placement else 0.0
+        return _decay_axes.decay_term(f"build(decay={decay!r})", role, lam, mask, sign,
+                                      gate=gate, toward=toward, **kwargs)
+
+    in_decoupled = "decoupled" if decay in ("decoupled", "corrected", "stable") else "-"
+    decoupled_kwargs: dict[str, Any] = {}
+    if decay == "corrected" and eta is not None:
+        decoupled_kwargs = {"eta": eta, "eta_mask": corrected_mask, "decay_scale": "η_t"}
+    if decay == "stable":
+        decoupled_kwargs = {"stable": True}
+    lam_decoupled = weight_decay if in_decoupled == "decoupled" else 0.0
+    decoupled_tx = _decay_axes.decay_term(
+        f"build(decay={decay!r})", _recipe.DECOUPLED, lam_decoupled, mask, 1.0, gate=gate,
+        toward=toward, **decoupled_kwargs)
+    if decay == "constant":
+        independent_tx = term("constant", _recipe.INDEPENDENT, -1.0, decay_scale="1")
+    elif decay == "independent" and eta is not None:
+        independent_tx = term("independent", _recipe.INDEPENDENT, -1.0, eta=eta,
+                              decay_scale="η_t")
+    else:
+        independent_tx = term("independent", _recipe.INDEPENDENT, -1.0, decay_scale="1")
+
+    head = [_decay_axes.decay_target(toward)] if toward is not None else []
+    preconditioner = list(entry.transforms(options, learning_rate))
+    parts = [
+        *head,
         _maximize() if maximize else _recipe.nothing(),
-        _decay.add_l2_to_grad(slot("l2"), mask),
-        *entry.transforms(full_options, learning_rate),
-        _decay.decoupled_weight_decay(slot("decoupled"), mask),
-        *entry.inside(full_options),
-        scale_by_learning_rate(learning_rate),
-        independent_tx,
-        *entry.tail(full_options),
-    )
+        term("l2", _recipe.L2, 1.0),
+    ]
+    first = len(parts)
+    parts += preconditioner
+    decoupled_at = len(parts)
+    parts += [decoupled_tx, *entry.inside(options), scale_by_learning_rate(learning_rate)]
+    independent_at = len(parts)
+    parts += [independent_tx, *entry.tail(options)]
+    tx = _recipe.chain(*parts)
+    if toward is None and decay != "stable":
+        return tx
+    decay_slots = (first - 1, decoupled_at, independent_at)
+    moments = range(first, decoupled_at)
+    updates = [optax.with_extra_args_support(part).update for part in parts]
+
+    def update_fn(grads: Any, state: tuple, params: Any = None, **extra: Any):
+        target = state[0].target if toward is not None else None
+        new_state: list[Any] = []
+        for i, (update, inner) in enumerate(zip(updates, state)):
+            kwargs = dict(extra)
+            if i in decay_slots and toward is not None:
+                kwargs["decay_target"] = target
+            if i == decoupled_at and decay == "stable":
+                v = entry.second_moment(tuple(new_state[j] for j in moments), options)
+                kwargs["decay_multiplier"] = jax.lax.rsqrt(_decay_axes.mean_second_moment(v))
+            grads, inner = update(grads, inner, params, **kwargs)
+            new_state.append(inner)
+        return grads, tuple(new_state)
+
+    # The same init (so the same recipe and the same state) with an update that hands
+    # θ* and 1/√v̄_t to the decay slots.
+    return optax.GradientTransformationExtraArgs(tx.init, update_fn)

@@ -33,6 +33,34 @@ def _wrap(expression: str) -> str:
     return expression
 
 
+def _term(step: _recipe.Step) -> str:
+    """The decay term of a step: λθ, or with its scale, gate and target (issue 13)."""
+    options = dict(step.hyperparams)
+    offset = "(θ − θ*)" if "toward" in options else "θ"
+    gate = "G_t⊙" if options.get("gate") == "cautious" else ""
+    stable = "/√v̄_t" if options.get("scale") == "1/√v̄_t" else ""
+    return f"λ{stable}·{gate}{offset}" if gate or stable or offset != "θ" else "λθ"
+
+
+def _axes(step: _recipe.Step) -> str:
+    """The scale, gate and target of a decay step, in words ('' for none)."""
+    options = dict(step.hyperparams)
+    words = []
+    if options.get("scale") == "1/√v̄_t":
+        words.append("and divided by √v̄_t, v̄_t the mean of the optimizer's bias-corrected "
+                     "second moment over all parameters (stable weight decay, Xie et al. 2023)")
+    if "η_t on" in options:
+        words.append("η_t on the leaves corrected_mask selects, 1 on the others")
+    if options.get("gate") == "cautious":
+        words.append("gated: only entries where the update moves θ toward θ* "
+                     "(u_t⊙(θ − θ*) ≥ 0; cautious weight decay, Chen et al. 2025)")
+    if options.get("toward") == "θ₀":
+        words.append("toward θ* = θ₀, the params at init (one copy held in the state)")
+    elif options.get("toward") == "tree":
+        words.append("toward θ* = the given tree (held in the state)")
+    return "".join(f"; {w}" for w in words)
+
+
 def _update_rule(steps: tuple[_recipe.Step, ...]) -> str:
     """The update as an equation, built by applying the steps in order."""
     u = "g"
@@ -42,9 +70,9 @@ def _update_rule(steps: tuple[_recipe.Step, ...]) -> str:
             u = f"−{u}"
         elif step.role in _DECAY_ROLES:
             if negated:
-                u = f"{u} − {_scaled('λθ', step.decay_scale or '1')}"
+                u = f"{u} − {_scaled(_term(step), step.decay_scale or '1')}"
             else:
-                u = f"{u} + λθ"
+                u = f"{u} + {_scaled(_term(step), step.decay_scale or '1')}"
         elif step.role == _recipe.LEARNING_RATE:
             u, negated = f"−lr_t·{_wrap(u)}", True
         else:  # a preconditioner, or a transform wdchain did not build
@@ -70,13 +98,15 @@ def _decay_rule(steps: tuple[_recipe.Step, ...], index: int) -> str:
         statistics = "no preconditioner, so L2 and decoupled decay are the same update"
     if any(s.role == _recipe.LEARNING_RATE for s in after):
         scale = "multiplied by lr_t"
+        if step.decay_scale == "η_t":  # corrected (AdamC): c_t = lr_t·η_t = lr_t²/lr_peak
+            scale = "multiplied by lr_t·η_t = lr_t²/lr_peak (corrected, Defazio 2025)"
     elif step.decay_scale == "η_t":
         scale = "multiplied by η_t = lr_t / lr_peak, not by lr_t"
     elif step.decay_scale in (None, "1"):
         scale = "multiplied by 1, neither by lr_t nor by η_t"
     else:
         scale = f"multiplied by 1, not by lr_t; λ_t follows its schedule ({step.decay_scale})"
-    return f"decay {step}: {statistics}; {scale}"
+    return f"decay {step}: {statistics}; {scale}{_axes(step)}"
 
 
 def _recipe_lines(steps: tuple[_recipe.Step, ...]) -> list[str]:

@@ -29,10 +29,11 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import optax
 
-from wdchain import _recipe, _validate
+from wdchain import _recipe, _tree, _validate
 from wdchain._adadelta import scale_by_adadelta
 from wdchain._adafactor import _check_eps, scale_by_adafactor
 from wdchain._adam_variants import scale_by_adamax, scale_by_nadam, scale_by_radam
@@ -92,6 +93,10 @@ class Preconditioner:
       hints: advice for an option this entry does not have, by option name.
       lr_span: log10 of a sensible learning-rate range for a grid search.
       matrices_only: it refuses leaves that are not 2-D (Muon).
+      second_moment: ``second_moment(states, options)`` → the tree of the statistic
+        whose square root divides the step (Adam's bias-corrected v̂_t), read from the
+        new states of ``transforms``; None for a preconditioner without one. Stable
+        weight decay (``decay="stable"``) needs it.
     """
 
     name: str
@@ -108,6 +113,7 @@ class Preconditioner:
     hints: Mapping[str, str] = dataclasses.field(default_factory=dict)
     lr_span: tuple[float, float] = (-3.5, -1.0)
     matrices_only: bool = False
+    second_moment: Callable[[tuple[Any, ...], dict[str, Any]], Any] | None = None
 
     def full_options(self, where: str, given: Mapping[str, Any]) -> dict[str, Any]:
         """The defaults updated by ``given``, validated; unknown names are refused."""
@@ -225,6 +231,26 @@ def _rmsprop(o: dict[str, Any], lr: Any) -> Transforms:
     )
 
 
+def _adam_moment(states: tuple[Any, ...], o: dict[str, Any]) -> Any:
+    """v̂_t = v_t / (1 − β₂^t), with AMSGrad's running max of v_t (the SWD reference's)."""
+    state = states[0]
+    v = state.nu_max if o.get("amsgrad") else state.nu
+    beta2 = o["betas"][1]
+    return jax.tree.map(
+        lambda x: x / _tree.bias_correction(beta2, state.count, _tree.compute_dtype(x.dtype))
+        if _tree.is_float(x) else x, v)
+
+
+def _rms_moment(states: tuple[Any, ...], o: dict[str, Any]) -> Any:
+    del o
+    return states[0].nu  # torch's RMSprop has no bias correction
+
+
+def _adagrad_moment(states: tuple[Any, ...], o: dict[str, Any]) -> Any:
+    del o
+    return states[0].sum_of_squares
+
+
 _ENTRIES = [
     Preconditioner(
         "sgd", "no preconditioner: u = g", {},
@@ -245,6 +271,7 @@ _ENTRIES = [
         lambda o, lr: (scale_by_adagrad(o["eps"], o["initial_accumulator_value"]),),
         _check_ranges("eps", "initial_accumulator_value", "lr_decay"),
         learning_rate=lambda lr, o: _adagrad_learning_rate(lr, o["lr_decay"]),
+        second_moment=_adagrad_moment,
         eta=lambda eta, o: eta if _validate.is_static_zero(o["lr_decay"]) else
         _adagrad_learning_rate(1.0 if eta is None else eta, o["lr_decay"]),
         torch="Adagrad", alias="adagrad", lr_span=(-2.5, 0.0),
@@ -252,7 +279,7 @@ _ENTRIES = [
     Preconditioner(
         "rmsprop", "RMSprop (Hinton 2012), torch's arithmetic",
         {"alpha": 0.99, "eps": 1e-8, "centered": False, "momentum": 0.0},
-        _rmsprop, _check_rmsprop, torch="RMSprop", alias="rmsprop",
+        _rmsprop, _check_rmsprop, torch="RMSprop", alias="rmsprop", second_moment=_rms_moment,
     ),
     Preconditioner(
         "adam", "Adam (Kingma & Ba 2015), AMSGrad as torch",
@@ -260,19 +287,20 @@ _ENTRIES = [
          "nu_dtype": None},
         lambda o, lr: (scale_by_adam(o["betas"], o["eps"], o["amsgrad"],
                                      mu_dtype=o["mu_dtype"], nu_dtype=o["nu_dtype"]),),
-        _check_adam, torch="Adam", alias="adam",
+        _check_adam, torch="Adam", alias="adam", second_moment=_adam_moment,
     ),
     Preconditioner(
         "nadam", "NAdam (Dozat 2016) with torch's momentum-decay schedule ψ",
         {"betas": (0.9, 0.999), "eps": 1e-8, "momentum_decay": 4e-3},
         lambda o, lr: (scale_by_nadam(o["betas"], o["eps"], o["momentum_decay"]),),
         _check_adam_like("momentum_decay"), torch="NAdam", alias="nadam",
+        second_moment=_adam_moment,
     ),
     Preconditioner(
         "radam", "RAdam (Liu et al. 2020), torch's rectification",
         {"betas": (0.9, 0.999), "eps": 1e-8},
         lambda o, lr: (scale_by_radam(o["betas"], o["eps"]),),
-        _check_adam_like(), torch="RAdam", alias="radam",
+        _check_adam_like(), torch="RAdam", alias="radam", second_moment=_adam_moment,
     ),
     Preconditioner(
         "adamax", "Adamax (Kingma & Ba 2015, §7.1), eps inside the max as torch",
@@ -292,6 +320,7 @@ _ENTRIES = [
         {"betas": (0.9, 0.999), "eps": 1e-6},
         lambda o, lr: (scale_by_adam(o["betas"], o["eps"]),),
         _check_adam_like(), inside=lambda o: (scale_by_trust_ratio(),), lr_span=(-3.5, -0.5),
+        second_moment=_adam_moment,
     ),
     Preconditioner(
         "adadelta", "Adadelta (Zeiler 2012), torch's arithmetic",

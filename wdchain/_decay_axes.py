@@ -1,0 +1,231 @@
+"""Decay beyond placement: the scale c_t, the gate G_t and the target θ* of the decay.
+
+Every decay method since 2019 is one choice on four axes (placement, scale, gate,
+target); :func:`wdchain.build` exposes each as one argument. The generic decoupled
+rule is
+
+.. math::
+
+    \\theta \\leftarrow \\theta - \\alpha_t u_t - c_t\\,\\lambda\\,G_t \\odot (\\theta - \\theta^*)
+
+=========================  =============================================  ==========================
+value                      rule                                           source
+=========================  =============================================  ==========================
+scale ``"corrected"``      c_t = α_t·η_t = α_t²/α_max                     Defazio 2025 (AdamC); timm
+                                                                          ``corrected_weight_decay``
+scale ``"stable"``         c_t = α_t/√v̄_t, v̄_t = mean of Adam's v̂_t       Xie et al. 2023 (SWD/AdamS)
+gate ``"cautious"``        G_t = 𝕀(u_t ⊙ (θ − θ*) ≥ 0), u_t the final      Chen et al. 2025 (CWD)
+                           update direction; ties decay
+target ``toward``          θ* = θ₀ (captured at init) or a given tree     Li et al. 2018 (L2-SP)
+=========================  =============================================  ==========================
+
+This module holds the two transforms ``build`` places for them: :func:`decay_term`,
+a decay slot that takes the scale, gate and target, and :func:`decay_target`, the one
+slot that holds θ* (one copy of the params). ``build`` hands θ* and 1/√v̄_t to the
+decay slots through keyword arguments of their ``update``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from wdchain import _recipe, _tree, _validate
+from wdchain._decay import WeightDecayState
+
+GATES = (None, "cautious")
+
+
+def _is_masked(node: Any) -> bool:
+    return isinstance(node, optax.MaskedNode)
+
+
+class DecayTargetState(NamedTuple):
+    """θ*, the point the decay pulls toward: one copy of the params."""
+
+    target: Any
+
+
+def check_toward(where: str, toward: Any) -> None:
+    """``toward`` is None, ``"init"`` or a pytree of arrays."""
+    if toward is None or (isinstance(toward, str) and toward == "init"):
+        return
+    if isinstance(toward, str) or callable(toward):
+        raise ValueError(
+            f"{where}: toward must be None (decay toward 0), 'init' (toward the params "
+            f"at init) or a pytree of arrays shaped like the params, got {toward!r}"
+        )
+    leaves = jax.tree.leaves(toward)
+    if not leaves or not all(hasattr(leaf, "shape") or isinstance(leaf, (int, float))
+                             for leaf in leaves):
+        raise ValueError(
+            f"{where}: toward must be None, 'init' or a pytree of arrays shaped like the "
+            f"params (a pretrained model, say), got {type(toward).__name__} {toward!r:.80}"
+        )
+
+
+def check_gate(where: str, gate: Any) -> None:
+    if not (gate is None or (isinstance(gate, str) and gate in GATES)):
+        raise ValueError(
+            f"{where}: unknown gate {gate!r}; use None (decay every selected entry) or "
+            "'cautious' (decay only where the update moves θ toward θ*, Chen et al. 2025)"
+        )
+
+
+def decay_target(toward: Any) -> optax.GradientTransformation:
+    r"""Holds θ*, the point a decay pulls toward; its update is the identity.
+
+    .. math::
+
+        \theta^* = \theta_0 \ (\text{toward="init"}) \quad\text{or}\quad
+        \theta^* = \text{toward} \ (\text{a pytree})
+
+    θ₀ is copied at ``init``; a given tree is cast to the params' dtypes. Either
+    way the state holds one copy of the params.
+
+    Args:
+      toward: ``"init"`` or a pytree shaped like the params.
+
+    Returns:
+      An ``optax.GradientTransformation`` with a ``DecayTargetState``.
+    """
+    where = "build(toward=...)"
+    check_toward(where, toward)
+
+    def init_fn(params: Any) -> DecayTargetState:
+        if isinstance(toward, str):
+            return DecayTargetState(jax.tree.map(
+                lambda p: p if _is_masked(p) else jnp.array(p, copy=True), params,
+                is_leaf=_is_masked))
+
+        def cast(p: Any, t: Any) -> Any:
+            if _is_masked(p):
+                return p
+            if jnp.shape(t) != jnp.shape(p):
+                raise ValueError(
+                    f"{where}: a leaf of toward has shape {jnp.shape(t)} where the params "
+                    f"have {jnp.shape(p)}; give a tree shaped like the params"
+                )
+            return jnp.asarray(t, jnp.result_type(p))
+
+        try:
+            target = jax.tree.map(cast, params, toward, is_leaf=_is_masked)
+        except (ValueError, TypeError) as error:
+            if str(error).startswith(where):
+                raise
+            raise ValueError(
+                f"{where}: toward does not have the structure of the params: "
+                f"{_tree.first_difference(params, toward, 'the params', 'toward')}"
+            ) from None
+        return DecayTargetState(target)
+
+    def update_fn(updates: Any, state: DecayTargetState, params: Any = None):
+        del params
+        return updates, state
+
+    return _recipe.label(optax.GradientTransformation(init_fn, update_fn))
+
+
+def decay_term(
+    where: str,
+    role: str,
+    weight_decay: Any,
+    mask: Any,
+    sign: float,
+    *,
+    eta: Any = None,
+    eta_mask: Any = None,
+    stable: bool = False,
+    gate: str | None = None,
+    toward: Any = None,
+    decay_scale: str | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""A decay slot with a scale, a gate and a target.
+
+    .. math::
+
+        u \leftarrow u + s\,\lambda_t\,k_t\,G_t \odot (\theta - \theta^*), \qquad
+        G_t = \mathbb{1}\big(s\,u \odot (\theta - \theta^*) \ge 0\big)
+
+    with s = ``sign`` (+1 before the learning rate, −1 after it, so that s·u is the
+    descent direction u_t there), k_t = η_t (``eta``, on the leaves ``eta_mask``
+    selects) or 1/√v̄_t (``stable``, passed to ``update`` as ``decay_multiplier``),
+    G_t = 1 without a gate, and θ* = 0 or ``decay_target`` (passed to ``update``).
+    The state is the plain decay's ``WeightDecayState``, whatever the options.
+    """
+    _validate.check_schedule_or_number(where, "weight_decay", weight_decay)
+    _validate.check_mask(where, mask)
+    switched_off = _validate.is_static_zero(weight_decay)
+
+    def init_fn(params: Any) -> WeightDecayState:
+        _tree.require_real(where, params)
+        if mask is not None and not callable(mask) and not switched_off:
+            _tree.resolve_mask(where, mask, params)
+        return WeightDecayState(count=jnp.zeros([], jnp.int32))
+
+    def update_fn(updates: Any, state: WeightDecayState, params: Any = None, *,
+                  decay_target: Any = None, decay_multiplier: Any = None, **extra: Any):
+        del extra
+        next_state = WeightDecayState(count=optax.safe_increment(state.count))
+        if switched_off:
+            return updates, next_state
+        _tree.require_params(where, params)
+        _tree.check_same_shapes(where, "params", params, "updates", updates)
+        coefficient = sign * _tree.value_at(weight_decay, state.count)
+        if stable:
+            coefficient = coefficient * decay_multiplier
+        scaled = coefficient if eta is None else coefficient * eta(state.count)
+        masks = _tree.resolve_mask(where, mask, params)
+        if masks is None:
+            masks = jax.tree.map(lambda _: True, params)
+        scale_masks = _tree.resolve_mask(where, eta_mask, params)
+        if scale_masks is None:
+            scale_masks = jax.tree.map(lambda _: True, params)
+        targets = decay_target if toward is not None else jax.tree.map(lambda _: None, params)
+
+        def decay(u: jax.Array, p: jax.Array, m: Any, e: Any, t: Any) -> jax.Array:
+            if not _tree.is_float(u) or _tree.is_static_false(m):
+                return u
+            c = scaled if _tree.is_static_true(e) else jnp.where(e, scaled, coefficient)
+            c = c if _tree.is_static_true(m) else jnp.where(m, c, 0)
+            dtype = _tree.compute_dtype(u.dtype)
+            u_c = _tree.cast(u, dtype)
+            offset = _tree.cast(p, dtype)
+            if t is not None:
+                offset = offset - _tree.cast(t, dtype)
+            term = c * offset
+            if gate == "cautious":
+                term = jnp.where(sign * u_c * offset >= 0, term, jnp.zeros_like(term))
+            return _tree.cast(u_c + term, u.dtype)
+
+        return jax.tree.map(decay, updates, params, masks, scale_masks, targets,
+                            is_leaf=lambda x: x is None), next_state
+
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    if switched_off:
+        return _recipe.label(tx)
+    hyperparams: tuple[tuple[str, Any], ...] = (("λ", weight_decay),)
+    if mask is not None:
+        hyperparams += (("mask", "callable" if callable(mask) else "tree"),)
+    if stable:
+        hyperparams += (("scale", "1/√v̄_t"),)
+    if eta_mask is not None:
+        hyperparams += (("η_t on", "callable" if callable(eta_mask) else "tree"),)
+    if gate is not None:
+        hyperparams += (("gate", gate),)
+    if toward is not None:
+        hyperparams += (("toward", "θ₀" if isinstance(toward, str) else "tree"),)
+    return _recipe.label(tx, _recipe.Step(role, role, hyperparams, decay_scale))
+
+
+def mean_second_moment(second_moments: Any) -> jax.Array:
+    """v̄: the mean of every float entry of a tree of second moments (one all-reduce
+    under sharding)."""
+    leaves = [v for v in jax.tree.leaves(second_moments) if _tree.is_float(v)]
+    dtype = jnp.result_type(*leaves)
+    total = sum(jnp.sum(v.astype(dtype)) for v in leaves)
+    size = sum(v.size for v in leaves)
+    return total / size
