@@ -67,6 +67,8 @@ from wdchain._recipe import chain as chain
 # Placement as an ablation axis: the builder, recipes, conventions, masks.
 from wdchain._builder import build as build
 from wdchain._builder import PLACEMENTS as PLACEMENTS
+from wdchain._builder import DECAYS as DECAYS
+from wdchain._builder import GATES as GATES
 from wdchain._builder import PRECONDITIONERS as PRECONDITIONERS
 from wdchain._describe import describe as describe
 from wdchain._conventions import paper_to_torch as paper_to_torch
