@@ -15,7 +15,8 @@ from wdchain._adaptive import _lerp
 
 
 class ScaleByNadamState(NamedTuple):
-    count: jax.Array  # int32 scalar: updates so far (t − 1)
+    # int32 scalar: updates so far (t − 1) (the field shadows tuple.count)
+    count: jax.Array  # type: ignore[assignment]
     mu_product: jax.Array  # scalar ∏ μ_k: float32, float64 for float64 params (torch: its default dtype)
     mu: Any  # first moment m, one per leaf
     nu: Any  # second moment v, one per leaf
@@ -132,7 +133,8 @@ def _rho_t(beta2: Any, count: jax.Array, dtype: Any) -> jax.Array:
 
 
 class ScaleByRadamState(NamedTuple):
-    count: jax.Array  # int32 scalar: updates so far (t − 1)
+    # int32 scalar: updates so far (t − 1) (the field shadows tuple.count)
+    count: jax.Array  # type: ignore[assignment]
     mu: Any  # first moment m, one per leaf
     nu: Any  # second moment v, one per leaf
 
@@ -218,7 +220,8 @@ def scale_by_radam(
 
 
 class ScaleByAdamaxState(NamedTuple):
-    count: jax.Array  # int32 scalar: updates so far (t − 1)
+    # int32 scalar: updates so far (t − 1) (the field shadows tuple.count)
+    count: jax.Array  # type: ignore[assignment]
     mu: Any  # first moment m, one per leaf
     nu: Any  # infinity norm u, one per leaf
 

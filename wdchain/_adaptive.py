@@ -131,7 +131,7 @@ def scale_by_rms(
             if centered:
                 g_bar = _lerp(_tree.cast(mean[0], dtype), g_c, 1 - alpha)
                 denom = jnp.sqrt(v_new - g_bar * g_bar) + eps
-                new_mean = (_tree.cast(g_bar, mean[0].dtype),)
+                new_mean: tuple[jax.Array, ...] = (_tree.cast(g_bar, mean[0].dtype),)
             else:
                 denom = jnp.sqrt(v_new) + eps
                 new_mean = ()
@@ -151,7 +151,8 @@ def scale_by_rms(
 
 
 class ScaleByAdamState(NamedTuple):
-    count: jax.Array  # int32 scalar: updates so far (t − 1)
+    # int32 scalar: updates so far (t − 1) (the field shadows tuple.count)
+    count: jax.Array  # type: ignore[assignment]
     mu: Any  # first moment m, one per leaf
     nu: Any  # second moment v, one per leaf
     nu_max: Any  # running max of the raw v (AMSGrad only; None otherwise)

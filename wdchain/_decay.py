@@ -25,7 +25,8 @@ from wdchain import _recipe, _tree, _validate
 class WeightDecayState(NamedTuple):
     """State of every decay transform, whatever its placement."""
 
-    count: jax.Array  # int32 scalar: updates so far, the weight-decay schedule's step
+    # int32 scalar: updates so far, the weight-decay schedule's step (the field shadows tuple.count)
+    count: jax.Array  # type: ignore[assignment]
 
 
 def _decay_transform(

@@ -12,7 +12,8 @@ from wdchain import _recipe, _tree, _validate
 
 
 class ScaleByLearningRateState(NamedTuple):
-    count: jax.Array  # int32 scalar: updates so far, the schedule's step
+    # int32 scalar: updates so far, the schedule's step (the field shadows tuple.count)
+    count: jax.Array  # type: ignore[assignment]
 
 
 def scale_by_learning_rate(learning_rate: Any) -> optax.GradientTransformation:

@@ -12,7 +12,8 @@ from wdchain import _recipe, _tree, _validate
 
 
 class ScaleByMomentumState(NamedTuple):
-    count: jax.Array  # int32 scalar: updates so far (the first one fills the buffer)
+    # int32 scalar: updates so far (the first one fills the buffer) (the field shadows tuple.count)
+    count: jax.Array  # type: ignore[assignment]
     trace: Any  # momentum buffer b, one per leaf
 
 

@@ -112,7 +112,8 @@ class PackedLayout:
         Returns:
           A :class:`PackedLayout`.
         """
-        leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
+        leaves_with_paths, treedef_ = jax.tree_util.tree_flatten_with_path(params)
+        treedef: Any = treedef_  # jaxlib's PyTreeDef has no type stubs
         masks = _tree.resolve_mask(f"{_WHERE}.from_params", mask, params)
         mask_leaves = None if masks is None else treedef.flatten_up_to(masks)
         offsets: dict[str, int] = {}

@@ -15,8 +15,6 @@ params. Two things can still lose precision, and this module deals with both:
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 import inspect
 import warnings
@@ -154,24 +152,6 @@ def _relative_decay(steps: tuple[_recipe.Step, ...]) -> list[tuple[str, float]]:
 
 _WARNED: weakref.WeakSet[Any] = weakref.WeakSet()
 
-# True while an outer optimizer's init runs: its recipe holds every inner step, so
-# the inner chains need not check (and warn) again.
-_INSIDE_INIT: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "wdchain_inside_init", default=False
-)
-
-
-@contextlib.contextmanager
-def outermost_check(tx: optax.GradientTransformation, params: Any):
-    """Checks ``tx``'s decay precision unless an enclosing init already did."""
-    if not _INSIDE_INIT.get():
-        check_decay_precision(tx, params)
-    token = _INSIDE_INIT.set(True)
-    try:
-        yield
-    finally:
-        _INSIDE_INIT.reset(token)
-
 
 def check_decay_precision(tx: optax.GradientTransformation, params: Any) -> bool:
     """Warns (once per optimizer) when the params' dtype cannot hold the decay step.
@@ -234,6 +214,10 @@ def check_decay_precision(tx: optax.GradientTransformation, params: Any) -> bool
     return True
 
 
+# Every wdchain chain runs it on init (once, for the outermost optimizer).
+_recipe.register_init_check(check_decay_precision)
+
+
 # --------------------------------------------------------------------------------------
 # Compensated summation.
 
@@ -291,7 +275,7 @@ def compensate_rounding(tx: optax.GradientTransformation) -> optax.GradientTrans
             lambda p: jnp.zeros_like(p) if _is_low_precision(p) else jnp.zeros([], jnp.float32),
             params,
         )
-        with outermost_check(wrapped, params):  # passes: the decay accumulates here
+        with _recipe.outermost_init(wrapped, params):  # passes: the decay accumulates here
             return CompensateRoundingState(compensation, tx.init(params))
 
     def update_fn(updates: Any, state: CompensateRoundingState, params: Any = None):

@@ -8,8 +8,11 @@ transformation's ``init`` function, so the returned object is a plain
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import weakref
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -80,13 +83,46 @@ def chain(*transforms: optax.GradientTransformation) -> optax.GradientTransforma
     inner = optax.chain(*transforms)
 
     def init_fn(params: Any) -> Any:
-        from wdchain import _precision  # imported here: _precision builds on this module
-
-        with _precision.outermost_check(chained, params):
+        with outermost_init(chained, params):
             return inner.init(params)
 
     chained = optax.GradientTransformationExtraArgs(init_fn, inner.update)
     return label(chained, *steps)
+
+
+# --------------------------------------------------------------------------------------
+# Checks on init, run once by the outermost wdchain optimizer. They are registered by
+# the modules that define them (the decay-precision check, in _precision), so this
+# module imports none of them.
+
+InitCheck = Callable[[optax.GradientTransformation, Any], Any]
+_INIT_CHECKS: list[InitCheck] = []
+
+# True while an outer optimizer's init runs: its recipe holds every inner step, so
+# the inner chains need not check (and warn) again.
+_INSIDE_INIT: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "wdchain_inside_init", default=False
+)
+
+
+def register_init_check(check: InitCheck) -> InitCheck:
+    """Adds ``check(tx, params)`` to what the outermost wdchain ``init`` runs."""
+    if check not in _INIT_CHECKS:
+        _INIT_CHECKS.append(check)
+    return check
+
+
+@contextlib.contextmanager
+def outermost_init(tx: optax.GradientTransformation, params: Any) -> Iterator[None]:
+    """Runs the registered init checks on ``tx`` unless an enclosing init already did."""
+    if not _INSIDE_INIT.get():
+        for check in _INIT_CHECKS:
+            check(tx, params)
+    token = _INSIDE_INIT.set(True)
+    try:
+        yield
+    finally:
+        _INSIDE_INIT.reset(token)
 
 
 def nothing() -> optax.GradientTransformation:

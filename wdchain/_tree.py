@@ -165,7 +165,8 @@ def first_difference(
 
 def check_same_tree(where: str, name_a: str, a: Any, name_b: str, b: Any) -> None:
     """Raises a ValueError naming the first path where ``a`` and ``b`` differ."""
-    if jax.tree.structure(a) != jax.tree.structure(b):
+    structure_a: Any = jax.tree.structure(a)  # jaxlib's PyTreeDef has no type stubs
+    if structure_a != jax.tree.structure(b):
         raise ValueError(
             f"{where}: {name_b} does not have the structure of {name_a}: "
             f"{first_difference(a, b, name_a, name_b)}."
