@@ -24,8 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
-import wdchain
 from torch_oracle import (
     make_grads,
     make_params,
@@ -33,6 +31,8 @@ from torch_oracle import (
     warmup_cosine,
     warmup_cosine_torch,
 )
+
+import wdchain
 
 LR = 0.05
 WD = 0.3

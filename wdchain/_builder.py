@@ -150,7 +150,8 @@ def build(
 
     * ``"corrected"``: :math:`\theta \leftarrow \theta - \alpha_t (u_t(g) + \eta_t\lambda\theta)`,
       so :math:`c_t = \alpha_t\eta_t = \alpha_t^2/\alpha_{\text{peak}}` (AdamC, Defazio 2025)
-    * ``"stable"``: :math:`\theta \leftarrow \theta - \alpha_t (u_t(g) + \lambda\theta/\sqrt{\bar v_t})`,
+    * ``"stable"``:
+      :math:`\theta \leftarrow \theta - \alpha_t (u_t(g) + \lambda\theta/\sqrt{\bar v_t})`,
       :math:`\bar v_t` the mean over all parameters of the bias-corrected second
       moment (SWD/AdamS, Xie et al. 2023); adaptive preconditioners only
 
@@ -196,7 +197,8 @@ def build(
         ``"adam"`` (``betas`` = (0.9, 0.999), ``eps`` = 1e-8, ``amsgrad`` = False,
         ``mu_dtype`` = ``nu_dtype`` = None),
         ``"nadam"`` (``betas``, ``eps``, ``momentum_decay`` = 4e-3), ``"radam"`` and
-        ``"adamax"`` (``betas``, ``eps``), ``"lion"`` (``betas`` = (0.9, 0.99), ``mu_dtype`` = None),
+        ``"adamax"`` (``betas``, ``eps``), ``"lion"`` (``betas`` = (0.9, 0.99),
+        ``mu_dtype`` = None),
         ``"lamb"`` (``betas`` = (0.9, 0.999), ``eps`` = 1e-6), ``"adadelta"``
         (``rho`` = 0.9, ``eps`` = 1e-6), ``"asgd"`` (``lambd`` = 1e-4, ``alpha`` =
         0.75, ``t0`` = 1e6), ``"adafactor"`` (``beta2_decay`` = −0.8, ``eps`` =

@@ -8,16 +8,15 @@ rule is
 
     \\theta \\leftarrow \\theta - \\alpha_t u_t - c_t\\,\\lambda\\,G_t \\odot (\\theta - \\theta^*)
 
-=========================  =============================================  ==========================
-value                      rule                                           source
-=========================  =============================================  ==========================
-scale ``"corrected"``      c_t = α_t·η_t = α_t²/α_max                     Defazio 2025 (AdamC); timm
-                                                                          ``corrected_weight_decay``
-scale ``"stable"``         c_t = α_t/√v̄_t, v̄_t = mean of Adam's v̂_t       Xie et al. 2023 (SWD/AdamS)
-gate ``"cautious"``        G_t = 𝕀(u_t ⊙ (θ − θ*) ≥ 0), u_t the final      Chen et al. 2025 (CWD)
-                           update direction; ties decay
-target ``toward``          θ* = θ₀ (captured at init) or a given tree     Li et al. 2018 (L2-SP)
-=========================  =============================================  ==========================
+========================  =============================================  =====================
+value                     rule                                           source
+========================  =============================================  =====================
+scale ``"corrected"``     c_t = α_t·η_t = α_t²/α_max                     Defazio 2025 (AdamC)
+scale ``"stable"``        c_t = α_t/√v̄_t, v̄_t = mean of Adam's v̂_t      Xie et al. 2023 (SWD)
+gate ``"cautious"``       G_t = 𝕀(u_t ⊙ (θ − θ*) ≥ 0), u_t the final     Chen et al. 2025 (CWD)
+                          update direction; ties decay
+target ``toward``         θ* = θ₀ (captured at init) or a given tree     Li et al. 2018 (L2-SP)
+========================  =============================================  =====================
 
 This module holds the two transforms ``build`` places for them: :func:`decay_term`,
 a decay slot that takes the scale, gate and target, and :func:`decay_target`, the one
