@@ -302,7 +302,10 @@ def test_summary_says_only_what_the_numbers_support():
     lrs, wds = np.logspace(-4, -1, 4), np.logspace(-6, 0, 7)
     diagonal = np.array([[abs(j - (5 - i)) / 100 + 0.2 for j in range(7)] for i in range(4)])
     aligned = np.array([[abs(j - 3) / 100 + 0.1 for j in range(7)] for i in range(4)])
-    seeds = lambda grid, shift: np.stack([grid, grid + shift])
+
+    def seeds(grid, shift):
+        return np.stack([grid, grid + shift])
+
     rows = (_rows(seeds(diagonal, 0.01), lrs, wds, "adam-l2")
             + _rows(seeds(aligned, 0.0), lrs, wds, "adamw-independent"))
     text = _report.summary_markdown(rows, {"test_examples": 1000, "command": "x"})
@@ -494,3 +497,28 @@ def test_optimizer_of_a_cell_decays_weights_not_biases():
 
 def flat_value(state, path):
     return dict(nnx.to_flat_state(state))[path][...]
+
+
+def test_a_seed_changes_the_initialisation_the_batch_order_and_the_builtin_split():
+    program = GridProgram(small_digits(), parse_arm("adamw"), np.array([1e-2]), np.array([0.0]),
+                          local_mesh(None))
+    first, other = program.initial_carry(0), program.initial_carry(1)
+    kernels = [(a, b) for a, b in zip(jax.tree.leaves(first.params), jax.tree.leaves(other.params))
+               if a.ndim == 3]  # (cells, in, out)
+    assert kernels and all(not np.array_equal(a, b) for a, b in kernels)
+    assert not np.array_equal(program.batches(0, range(1))[1], program.batches(1, range(1))[1])
+    np.testing.assert_array_equal(program.batches(0, range(1))[1], program.batches(0, range(1))[1])
+    assert not np.array_equal(program.task_for(0).test[1], program.task_for(1).test[1])
+
+
+def test_every_registry_preconditioner_is_an_arm_muon_paired_with_adam():
+    arms = ["lion-decoupled", "muon-independent", "lamb-l2"]
+    rows = sweep(small_digits(epochs=2), arms=arms, grid_size=3, weight_decays=[1e-3],
+                 log=quiet)  # each arm's default lr grid: the ends of its registry span
+    for arm in arms:
+        mine = [row for row in rows if row["arm"] == arm]
+        assert len(mine) == 3 and not any(row["diverged"] for row in mine)
+        assert min(row["validation_error"] for row in mine) < 0.5, arm  # chance is 0.9
+    for name in wdchain.PRECONDITIONERS:
+        arm = parse_arm(f"{name}-decoupled")
+        assert len(arm.default_lrs()) == 8  # the registry gives every preconditioner a span

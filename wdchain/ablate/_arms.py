@@ -30,6 +30,7 @@ import numpy as np
 import optax
 
 import wdchain
+from wdchain._registry import REGISTRY
 
 DECAYS = wdchain.PLACEMENTS
 SHORT_NAMES = {
@@ -39,9 +40,8 @@ SHORT_NAMES = {
 }
 SGD_FAMILY = ("sgd", "momentum")
 
-# log10 of the first and last grid value; log-spaced points in between.
-_LR_SPAN = {"sgd": (-2.5, 0.0), "momentum": (-2.5, 0.0), "adagrad": (-2.5, 0.0)}
-_ADAPTIVE_LR_SPAN = (-3.5, -1.0)
+# log10 of the first and last grid value; log-spaced points in between. The learning
+# rates come from the builder's registry (each preconditioner's ``lr_span``).
 _WD_SPAN_ADAPTIVE = {
     "l2": (-6.0, 0.0),
     "decoupled": (-3.0, 2.0),
@@ -71,7 +71,7 @@ class Arm:
 
     def default_lrs(self, size: int = 8) -> np.ndarray:
         """The arm's default learning-rate grid (log-spaced)."""
-        low, high = _LR_SPAN.get(self.preconditioner, _ADAPTIVE_LR_SPAN)
+        low, high = REGISTRY[self.preconditioner].lr_span
         return np.logspace(low, high, size)
 
     def default_weight_decays(self, size: int = 8, *, zero: bool = False) -> np.ndarray:
@@ -85,9 +85,15 @@ class Arm:
     def optimizer(
         self, lr: Any, weight_decay: Any, schedule: Any, mask: Any
     ) -> optax.GradientTransformation:
-        """The arm's optimizer; ``lr`` and ``weight_decay`` may be traced scalars."""
+        """The arm's optimizer; ``lr`` and ``weight_decay`` may be traced scalars.
+
+        A preconditioner for 2-D leaves only (Muon) runs on the matrices, with Adam on the
+        other leaves (biases, norm scales), under the same placement, lr and λ.
+        """
+        others = "adam" if REGISTRY[self.preconditioner].matrices_only else None
         return wdchain.build(self.preconditioner, decay=self.decay, lr=lr,
-                             weight_decay=weight_decay, schedule=schedule, mask=mask)
+                             weight_decay=weight_decay, schedule=schedule, mask=mask,
+                             others=others)
 
 
 def default_grids_text() -> str:
@@ -96,8 +102,7 @@ def default_grids_text() -> str:
     def span(low: float, high: float) -> str:
         return f"{10**low:.2g}..{10**high:.2g}"
 
-    lr_spans = [f"{name} {span(*_LR_SPAN.get(name, _ADAPTIVE_LR_SPAN))}"
-                for name in preconditioners()]
+    lr_spans = [f"{name} {span(*REGISTRY[name].lr_span)}" for name in preconditioners()]
     wd_spans = [f"{name} {span(*_WD_SPAN_ADAPTIVE[name])} (sgd, momentum: "
                 f"{span(*_WD_SPAN_SGD[name])})" for name in _WD_SPAN_ADAPTIVE]
     return (f"Default grids, log-spaced: learning rates by preconditioner: "
