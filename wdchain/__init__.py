@@ -78,6 +78,15 @@ from wdchain._masks import decay_mask as decay_mask
 from wdchain._masks import decay_mask_with as decay_mask_with
 from wdchain._masks import mask_report as mask_report
 
+# Decay at work: timescales, equilibria, per-leaf diagnostics.
+from wdchain._timescales import ema_timescale as ema_timescale
+from wdchain._timescales import timescale_in_epochs as timescale_in_epochs
+from wdchain._timescales import weight_decay_for_timescale as weight_decay_for_timescale
+from wdchain._timescales import integrated_decay as integrated_decay
+from wdchain._timescales import equilibrium_norm as equilibrium_norm
+from wdchain._timescales import equilibrium_angular_update as equilibrium_angular_update
+from wdchain._diagnostics import decay_diagnostics as decay_diagnostics
+
 # Many small leaves: one flat buffer per dtype and mask group.
 from wdchain._packed import PackedLayout as PackedLayout
 
