@@ -73,7 +73,7 @@ class ArmGrid:
 
     def usable(self) -> np.ndarray:
         """(lrs, wds): cells that converged in every seed."""
-        return ~self.diverged.any(axis=0)
+        return np.asarray(~self.diverged.any(axis=0))
 
     def mean_validation(self) -> np.ndarray:
         """Seed-mean validation error, +inf where a seed diverged."""

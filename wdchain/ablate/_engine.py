@@ -135,7 +135,7 @@ class GridProgram:
         """The seed's initial (params, other state), checked to match the program's."""
         model = self.task.model(nnx.Rngs(seed))
         model.train()
-        graph, params, rest = nnx.split(model, nnx.Param, ...)
+        graph, params, rest = _split(model)
         if graph != self._train_graph:
             raise ValueError(
                 f"Task: model(nnx.Rngs({seed})) builds a module of another structure than "
@@ -148,9 +148,9 @@ class GridProgram:
         if not isinstance(model, nnx.Module):
             raise TypeError(f"Task: model(rngs) must return an nnx.Module, got {model!r}")
         model.train()
-        self._train_graph, _, _ = nnx.split(model, nnx.Param, ...)
+        self._train_graph: Any = _split(model)[0]
         model.eval()
-        self._eval_graph, _, _ = nnx.split(model, nnx.Param, ...)
+        self._eval_graph: Any = _split(model)[0]
         loss_fn = self.task.loss_fn
         train_graph, eval_graph = self._train_graph, self._eval_graph
         make_tx = self.optimizer
@@ -160,8 +160,7 @@ class GridProgram:
                 # Fresh Variables for this trace: BatchNorm and RNG streams mutate them.
                 model = nnx.merge(train_graph, p, jax.tree.map(lambda leaf: leaf, rest))
                 loss, _ = loss_fn(model, batch)
-                _, _, new_rest = nnx.split(model, nnx.Param, ...)
-                return loss, new_rest
+                return loss, _split(model)[2]
 
             (loss, rest), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
             updates, opt_state = make_tx(lr, weight_decay).update(grads, opt_state, params)
@@ -252,8 +251,10 @@ class GridProgram:
         diverged = np.asarray(carry.diverged)[: self.cells]
         values = [train[0], *validation, *test]
         diverged = diverged | ~np.all([np.isfinite(v) for v in values], axis=0)
-        values = [np.where(diverged, np.nan, v) for v in values]
-        return Metrics(*values, diverged)
+        train_loss, validation_loss, validation_error, test_loss, test_error = (
+            np.where(diverged, np.nan, v) for v in values)
+        return Metrics(train_loss, validation_loss, validation_error, test_loss, test_error,
+                       diverged)
 
     def _evaluate_split(self, carry: Carry, split: Any) -> tuple[np.ndarray, np.ndarray]:
         x, y = split
@@ -267,6 +268,12 @@ class GridProgram:
             loss_sum += np.asarray(loss, np.float64) * len(part[0])
             error_sum += np.asarray(error, np.float64) * len(part[0])
         return loss_sum[: self.cells] / size, error_sum[: self.cells] / size
+
+
+def _split(model: nnx.Module) -> tuple[Any, Any, Any]:
+    """(graph, params, everything else) of a module."""
+    graph, params, rest = nnx.split(model, nnx.Param, ...)  # type: ignore[misc]
+    return graph, params, rest
 
 
 def _broadcast_cells(tree: Any, cells: int) -> Any:

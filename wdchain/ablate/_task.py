@@ -127,7 +127,7 @@ class Task:
     @property
     def label(self) -> str:
         """The model's name for reports."""
-        return self.model_name or getattr(self.model, "__name__", type(self.model).__name__)
+        return str(self.model_name or getattr(self.model, "__name__", type(self.model).__name__))
 
     def for_seed(self, seed: int) -> Task:
         """This task's splits for ``seed``, with a validation split in place."""
@@ -202,7 +202,7 @@ def stratified_split(x: np.ndarray, y: np.ndarray, sizes: tuple[int, ...],
     if sum(sizes) != len(y):
         raise ValueError(f"stratified_split: sizes {sizes} do not sum to {len(y)}")
     remaining = np.arange(len(y))
-    parts = []
+    parts: list[Arrays] = []
     for size in sizes[:-1]:
         chosen = remaining[stratified_indices(y[remaining], size, seed + len(parts))]
         parts.append((x[chosen], y[chosen]))
