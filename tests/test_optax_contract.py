@@ -198,28 +198,29 @@ def test_update_accepts_extra_args(opt):
 INJECTORS = {"optax": optax.inject_hyperparams, "wdchain": wdchain.inject_hyperparams}
 
 
-@pytest.mark.parametrize("injector", INJECTORS)
 @every_optimizer
-def test_inject_hyperparams_gives_the_plain_updates_and_state(opt, injector):
-    """alias_test.test_optimizers_can_be_wrapped_in_inject_hyperparams: equal updates
-    (rtol 1e-3) and inner states (1e-4), the state's structure included."""
+def test_inject_hyperparams_gives_the_plain_updates_and_state(opt):
+    """alias_test.test_optimizers_can_be_wrapped_in_inject_hyperparams, with optax's and
+    wdchain's injector: equal updates (rtol 1e-3) and inner states (1e-4), the state's
+    structure included."""
     tx = opt.make()
-    factory = INJECTORS[injector](opt.factory, static_args=opt.static)
-    injected = factory(*opt.args, **opt.kwargs)
+    injected = [inject(opt.factory, static_args=opt.static)(*opt.args, **opt.kwargs)
+                for inject in INJECTORS.values()]
     params = [-jnp.ones((2, 3)), jnp.ones((5, 2))]
     grads = [jnp.ones((2, 3)), -jnp.ones((5, 2))]
 
     @jax.jit
-    def both(grads, params):  # init traced too: injected hyperparameters are tracers there
-        plain = tx.update(grads, tx.init(params), params)
-        return plain, injected.update(grads, injected.init(params), params)
+    def run(grads, params):  # init traced too: injected hyperparameters are tracers there
+        return [t.update(grads, t.init(params), params) for t in (tx, *injected)]
 
-    (updates, state), (got, got_state) = both(grads, params)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3), got, updates)
-    assert jax.tree.structure(got_state.inner_state) == jax.tree.structure(state)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4),
-                 got_state.inner_state, state)
-    assert jax.tree.structure(injected.init(params)) == jax.tree.structure(got_state)
+    (updates, state), *results = run(grads, params)
+    for (got, got_state), wrapped in zip(results, injected):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3), got, updates)
+        assert jax.tree.structure(got_state.inner_state) == jax.tree.structure(state)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4),
+                     got_state.inner_state, state)
+        assert jax.tree.structure(jax.eval_shape(wrapped.init, params)) == (
+            jax.tree.structure(got_state))
 
 
 @pytest.mark.parametrize("params_dtype", [jnp.bfloat16, jnp.float32])
@@ -289,34 +290,37 @@ def test_multisteps_first_updates_are_zero_and_keep_the_dtype(opt):
 # _inject_test.py
 
 
-@pytest.mark.parametrize("injector", INJECTORS)
 @every_optimizer
-def test_injected_lr_starts_at_count_zero_and_can_be_overridden(opt, injector):
+def test_injected_lr_starts_at_count_zero_and_can_be_overridden(opt):
     """_inject_test: test_inject_hyperparams_starts_with_step_count_zero,
-    test_hyperparams_state, test_overriding_hyperparam."""
-    factory = INJECTORS[injector](opt.factory, static_args=opt.static)
+    test_hyperparams_state, test_overriding_hyperparam; optax's and wdchain's injector."""
     lr = opt.kwargs["lr"]
     kwargs = {**opt.kwargs, "lr": lambda count: lr * (count == 0), "weight_decay": 0.0}
     if "decay" in kwargs:
         kwargs["decay"] = "l2"  # λ = 0 in every slot: the update is lr_t·(...)
-    tx = factory(*opt.args, **kwargs)
-    constant = factory(*opt.args, **{**kwargs, "lr": lr})
+    pairs = [(inject(opt.factory, static_args=opt.static)(*opt.args, **kwargs),
+              inject(opt.factory, static_args=opt.static)(*opt.args, **{**kwargs, "lr": lr}))
+             for inject in INJECTORS.values()]
     params = opt.shaped(jnp.array([1.0, -2.0]))
     grads = opt.shaped(jnp.array([0.5, 0.25]))
-    state = tx.init(params)
-    assert int(state.count) == 0 and float(state.hyperparams["lr"]) == pytest.approx(lr)
+    states = [(tx.init(params), constant.init(params)) for tx, constant in pairs]
+    for state, _ in states:
+        assert int(state.count) == 0 and float(state.hyperparams["lr"]) == pytest.approx(lr)
 
     @jax.jit
-    def run(state, constant_state):
-        first, state = tx.update(grads, state, params)
-        second, _ = tx.update(grads, state, params)
-        constant_state.hyperparams["lr"] = jnp.zeros_like(constant_state.hyperparams["lr"])
-        overridden, _ = constant.update(grads, constant_state, params)
-        return first, second, overridden
+    def run(states):
+        out = []
+        for (tx, constant), (state, constant_state) in zip(pairs, states):
+            first, state = tx.update(grads, state, params)
+            second, _ = tx.update(grads, state, params)
+            constant_state.hyperparams["lr"] = jnp.zeros_like(constant_state.hyperparams["lr"])
+            overridden, _ = constant.update(grads, constant_state, params)
+            out.append((first, second, overridden))
+        return out
 
-    first, second, overridden = run(state, constant.init(params))
-    assert bool(jnp.any(first != 0)) and not bool(jnp.any(second != 0))  # lr(1) = 0
-    assert not bool(jnp.any(overridden != 0))
+    for first, second, overridden in run(states):
+        assert bool(jnp.any(first != 0)) and not bool(jnp.any(second != 0))  # lr(1) = 0
+        assert not bool(jnp.any(overridden != 0))
 
 
 # --------------------------------------------------------------------------------------

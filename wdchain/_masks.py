@@ -158,7 +158,7 @@ def decay_mask(
     Returns:
       A tree of Python booleans of the same type and structure as ``params``.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> params = {"Dense_0": {"kernel": jnp.ones((2, 3)), "bias": jnp.zeros(3)},
       ...           "LayerNorm_0": {"scale": jnp.ones((4, 3)), "bias": jnp.zeros((4, 3))}}
@@ -190,7 +190,7 @@ def decay_mask_with(
 ) -> Callable[[Any], Any]:
     """:func:`decay_mask` with options, as a callable for a wdchain ``mask=``.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> import wdchain
       >>> mask = decay_mask_with(exclude=["pos_embed/*"])
@@ -230,7 +230,7 @@ def mask_report(
     Returns:
       One line per leaf, then a total of decayed and not decayed parameters.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> params = {"Dense_0": {"kernel": jnp.ones((2, 3)), "bias": jnp.zeros(3)}}
       >>> print(mask_report(params))
