@@ -95,3 +95,22 @@ def test_end_to_end_packed_and_tree_train_alike(scripts, tmp_path):
     assert decayed["packed"] == pytest.approx(decayed["tree"], rel=1e-5)
     assert decayed["optax tree"] == pytest.approx(decayed["tree"], rel=1e-5)
     assert abs(decayed["tree"] - undecayed["tree"]) > 1e-3 * abs(undecayed["tree"])
+
+
+def test_sweep_benchmark_counts_the_models_matmul_flops():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import sweep
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+        sys.modules.pop("sweep", None)
+    figures = sweep.main(["--cells", "4", "--epochs", "1", "--rounds", "1"])
+    # The MNIST-1D LayerNorm MLP, batch 100, per cell and step: forward 40·100 + 100·100 +
+    # 100·10 multiply-adds per example, the weight gradients as many, the input gradients
+    # of the two upper layers 100·100 + 100·10 (the data's gradient is never formed).
+    per_cell = 2 * 100 * (15_000 + 15_000 + 11_000)
+    assert figures["matmul_gflop_per_step"] == pytest.approx(4 * per_cell / 1e9)
+    assert figures["steps"] == 32  # one epoch of 3,200 examples
+    assert 0 < figures["share_of_matmul_rate"] and figures["sweep_gflops"] > 0
+    with pytest.raises(SystemExit):
+        sweep.main(["--rounds", "0"])
