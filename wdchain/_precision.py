@@ -31,7 +31,8 @@ from wdchain import _recipe, _tree, _validate
 
 # Arguments that are never hyperparameters, though they may be callables (which optax
 # would take for schedules) or dtypes.
-_NEVER_INJECTED = ("mask", "schedule", "mu_dtype", "nu_dtype")
+_NEVER_INJECTED = ("mask", "schedule", "mu_dtype", "nu_dtype", "toward", "gate")
+_NEVER_SUFFIXES = ("mask", "_dtype")  # corrected_mask, ns_dtype, ...
 # Arguments whose zero switches a state slot off: a static zero stays static.
 _SWITCHES = ("momentum",)
 
@@ -103,7 +104,9 @@ def inject_hyperparams(
     def factory(*args: Any, **kwargs: Any) -> optax.GradientTransformationExtraArgs:
         inner, inner_args, inner_kwargs = _spelled_out(inner_factory, signature, args, kwargs)
         names = set(inspect.signature(inner).parameters)
-        never = static | (names & set(_NEVER_INJECTED))
+        never = static | {
+            name for name in names if name in _NEVER_INJECTED or name.endswith(_NEVER_SUFFIXES)
+        }
         # A momentum of 0 switches the buffer off: kept static, the state is the plain
         # optimizer's even under a jitted init (where an injected 0 is a tracer).
         bound = inspect.signature(inner).bind_partial(*inner_args, **inner_kwargs).arguments

@@ -200,7 +200,7 @@ def injected_hint(name: str, what: str) -> str:
     )
 
 
-def check_mask(where: str, mask: Any, *, resolved: bool = False) -> None:
+def check_mask(where: str, mask: Any, *, resolved: bool = False, name: str = "mask") -> None:
     """A mask is None, a callable of the params, or a pytree of booleans.
 
     A mask given to a factory (not ``resolved`` from a callable) may not be a single
@@ -213,18 +213,18 @@ def check_mask(where: str, mask: Any, *, resolved: bool = False) -> None:
     if not resolved and (isinstance(mask, (bool, np.bool_)) or np.ndim(mask) == 0):
         if isinstance(mask, (bool, np.bool_, np.ndarray, jax.Array, np.generic)):
             raise ValueError(
-                f"{where}: mask must be a pytree of booleans (True = decay this leaf) or "
+                f"{where}: {name} must be a pytree of booleans (True = decay this leaf) or "
                 f"a callable of the params, got a single value for the whole tree, "
-                f"{mask!r}. {injected_hint('mask', 'a callable mask')} (To decay every "
-                "leaf, leave mask=None; to decay none, set weight_decay=0.)"
+                f"{mask!r}. {injected_hint(name, 'a callable mask')} (To decay every "
+                f"leaf, leave {name}=None; to decay none, set weight_decay=0.)"
             )
     for leaf in jax.tree.leaves(mask):
         if not (isinstance(leaf, (bool, np.bool_)) or _is_bool_array(leaf)):
             hint = ""
             if isinstance(leaf, (jax.Array, np.ndarray)) and np.ndim(leaf) == 0:
-                hint = " " + injected_hint("mask", "a callable mask")
+                hint = " " + injected_hint(name, "a callable mask")
             raise ValueError(
-                f"{where}: mask leaves must be booleans (True = decay this leaf), "
+                f"{where}: {name} leaves must be booleans (True = decay this leaf), "
                 f"got {leaf!r}.{hint}"
             )
 
