@@ -27,7 +27,7 @@ def concrete_number(value: Any) -> float | None:
     Schedules (callables), tracers and non-scalar arrays give None: they cannot be
     checked at construction.
     """
-    if value is OFF:
+    if isinstance(value, _Off):
         return 0.0
     if isinstance(value, bool) or callable(value) or isinstance(value, jax.core.Tracer):
         return None
@@ -64,6 +64,9 @@ class _Off:
     def __bool__(self) -> bool:
         return False
 
+    def __reduce__(self) -> str:
+        return "OFF"  # pickled and copied as the one instance
+
 
 OFF: Any = _Off()
 
@@ -75,7 +78,7 @@ def is_static_zero(value: Any) -> bool:
     a concrete array and ``update`` a traced one, so a slot switched on by an array
     must not depend on its value, or the state's structure would change.
     """
-    return value is OFF or (
+    return isinstance(value, _Off) or (
         isinstance(value, (int, float, np.number))
         and not isinstance(value, (bool, np.bool_))
         and value == 0
