@@ -168,13 +168,21 @@ def test_a_batch_function_task_trains_like_the_same_arrays():
 def test_runner_arm_names_mean_the_builders_optimizers():
     params = {"w": jnp.array([[0.5, -1.0]]), "b": jnp.array([0.3])}
     grads = jax.tree.map(jnp.ones_like, params)
-    for name, preconditioner, decay in [("sgd-l2", "sgd", "l2"),
-                                        ("sgdw", "momentum", "independent"),
-                                        ("adamw", "adam", "decoupled")]:
+    for name, preconditioner, decay, axes in [
+        ("sgd-l2", "sgd", "l2", {}),
+        ("sgdw", "momentum", "independent", {}),
+        ("adamw", "adam", "decoupled", {}),
+        ("adamw+cautious", "adam", "decoupled", {"gate": "cautious"}),
+        ("adam-l2+init", "adam", "l2", {"toward": "init"}),
+        ("adam-corrected+cautious+init", "adam", "corrected",
+         {"gate": "cautious", "toward": "init"}),
+        ("adam-stable", "adam", "stable", {}),
+    ]:
         arm = parse_arm(name)
-        assert (arm.preconditioner, arm.decay) == (preconditioner, decay)
+        assert (arm.preconditioner, arm.decay, arm.gate, arm.toward) == (
+            preconditioner, decay, axes.get("gate"), axes.get("toward"))
         ours = arm.optimizer(0.1, 0.5, None, None)
-        reference = wdchain.build(preconditioner, decay=decay, lr=0.1, weight_decay=0.5)
+        reference = wdchain.build(preconditioner, decay=decay, lr=0.1, weight_decay=0.5, **axes)
         for tx in (ours, reference):
             state = tx.init(params)
             for _ in range(2):
@@ -184,6 +192,8 @@ def test_runner_arm_names_mean_the_builders_optimizers():
             np.testing.assert_array_equal(leaf_a, leaf_b)
     with pytest.raises(ValueError, match="momentum-independent"):
         parse_arm("sgd-momentum")
+    with pytest.raises(ValueError, match=r"\[\+cautious\]\[\+init\]"):
+        parse_arm("adamw+careful")
 
 
 class Linear(nnx.Module):

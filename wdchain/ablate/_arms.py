@@ -30,9 +30,11 @@ import numpy as np
 import optax
 
 import wdchain
+from wdchain import _builder
 from wdchain._registry import REGISTRY
 
-DECAYS = wdchain.PLACEMENTS
+DECAYS: tuple[str, ...] = tuple(getattr(_builder, "DECAYS", wdchain.PLACEMENTS))
+MODIFIERS = {"cautious": ("gate", "cautious"), "init": ("toward", "init")}
 SHORT_NAMES = {
     "adamw": "adam-decoupled",
     "adamw-independent": "adam-independent",
@@ -47,12 +49,16 @@ _WD_SPAN_ADAPTIVE = {
     "decoupled": (-3.0, 2.0),
     "independent": (-6.5, -1.5),
     "constant": (-6.5, -1.5),
+    "corrected": (-3.0, 2.0),  # λ in AdamW's units at the peak: as decoupled
+    "stable": (-7.0, -2.0),  # λ·α_t/√v̄: untuned, v̄ is the mean second moment
 }
 _WD_SPAN_SGD = {
     "l2": (-6.0, -1.0),
     "decoupled": (-5.0, 0.0),
     "independent": (-6.5, -1.5),
     "constant": (-6.5, -1.5),
+    "corrected": (-5.0, 0.0),
+    "stable": (-7.0, -2.0),
 }
 
 
@@ -63,11 +69,13 @@ def preconditioners() -> tuple[str, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class Arm:
-    """One arm: its name as given, its preconditioner and its decay placement."""
+    """One arm: its name as given, its preconditioner, its decay and build's other axes."""
 
     name: str
     preconditioner: str
     decay: str
+    gate: str | None = None
+    toward: str | None = None
 
     def default_lrs(self, size: int = 8) -> np.ndarray:
         """The arm's default learning-rate grid (log-spaced)."""
@@ -90,10 +98,15 @@ class Arm:
         A preconditioner for 2-D leaves only (Muon) runs on the matrices, with Adam on the
         other leaves (biases, norm scales), under the same placement, lr and λ.
         """
-        others = "adam" if REGISTRY[self.preconditioner].matrices_only else None
+        options: dict[str, Any] = {}
+        if REGISTRY[self.preconditioner].matrices_only:
+            options["others"] = "adam"
+        if self.gate is not None:
+            options["gate"] = self.gate
+        if self.toward is not None:
+            options["toward"] = self.toward
         return wdchain.build(self.preconditioner, decay=self.decay, lr=lr,
-                             weight_decay=weight_decay, schedule=schedule, mask=mask,
-                             others=others)
+                             weight_decay=weight_decay, schedule=schedule, mask=mask, **options)
 
 
 def default_grids_text() -> str:
@@ -113,18 +126,25 @@ def default_grids_text() -> str:
 def parse_arm(name: str) -> Arm:
     """The arm called ``name``; raises ``ValueError`` naming the valid arms.
 
+    ``<preconditioner>-<decay>``, optionally followed by ``+cautious`` (build's
+    ``gate="cautious"``) and/or ``+init`` (``toward="init"``).
+
     Example:
       >>> parse_arm("adamw")
-      Arm(name='adamw', preconditioner='adam', decay='decoupled')
+      Arm(name='adamw', preconditioner='adam', decay='decoupled', gate=None, toward=None)
       >>> parse_arm("sgdw").preconditioner
       'momentum'
     """
-    preconditioner, _, decay = SHORT_NAMES.get(name, name).rpartition("-")
+    base, *modifiers = name.split("+")
+    preconditioner, _, decay = SHORT_NAMES.get(base, base).rpartition("-")
     names = preconditioners()
-    if preconditioner not in names or decay not in DECAYS:
+    unknown = [m for m in modifiers if m not in MODIFIERS]
+    if preconditioner not in names or decay not in DECAYS or unknown:
         raise ValueError(
             f"unknown arm {name!r}: use {', '.join(SHORT_NAMES)} or "
-            f"<preconditioner>-<decay> with preconditioner in {{{', '.join(names)}}} "
-            f"and decay in {{{', '.join(DECAYS)}}} (e.g. adam-l2, momentum-independent)"
+            f"<preconditioner>-<decay>[+cautious][+init] with preconditioner in "
+            f"{{{', '.join(names)}}} and decay in {{{', '.join(DECAYS)}}} "
+            "(e.g. adam-l2, momentum-independent, adamw+cautious)"
         )
-    return Arm(name, preconditioner, decay)
+    axes = dict(MODIFIERS[m] for m in modifiers)
+    return Arm(name, preconditioner, decay, gate=axes.get("gate"), toward=axes.get("toward"))
