@@ -345,13 +345,14 @@ def _axes_chain(entry: _registry.Preconditioner, options: dict[str, Any], learni
     decoupled_tx = _decay_axes.decay_term(
         f"build(decay={decay!r})", _recipe.DECOUPLED, lam_decoupled, mask, 1.0, gate=gate,
         toward=toward, **decoupled_kwargs)
+    unscaled = "λ_t schedule" if callable(weight_decay) else "1"  # as _decay labels it
     if decay == "constant":
-        independent_tx = term("constant", _recipe.INDEPENDENT, -1.0, decay_scale="1")
+        independent_tx = term("constant", _recipe.INDEPENDENT, -1.0, decay_scale=unscaled)
     elif decay == "independent" and eta is not None:
         independent_tx = term("independent", _recipe.INDEPENDENT, -1.0, eta=eta,
                               decay_scale="η_t")
     else:
-        independent_tx = term("independent", _recipe.INDEPENDENT, -1.0, decay_scale="1")
+        independent_tx = term("independent", _recipe.INDEPENDENT, -1.0, decay_scale=unscaled)
 
     head = [_decay_axes.decay_target(toward)] if toward is not None else []
     preconditioner = list(entry.transforms(options, learning_rate))
