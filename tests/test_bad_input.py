@@ -240,7 +240,7 @@ CONSTRUCTION = [
         r"build: decay='stable' divides the decay by √v̄_t.*'sgd' has none; use one of adagrad",
         "sgd"),
     row("timescale-lr-zero", "ema_timescale", dict(), ValueError,
-        r"ema_timescale: lr must be > 0, got 0\.0", 0.0, 0.1),
+        r"ema_timescale: learning_rate must be > 0, got 0\.0", 0.0, 0.1),
     row("weight_decay_for_timescale-both", "weight_decay_for_timescale",
         dict(tau_iter=10.0, tau_epoch=1.0), ValueError,
         r"give exactly one of tau_iter and tau_epoch", 1e-3),

@@ -81,7 +81,7 @@ def test_equilibria_formulas() -> None:
 
 
 def test_bad_inputs_are_refused() -> None:
-    with pytest.raises(ValueError, match="lr must be > 0"):
+    with pytest.raises(ValueError, match="learning_rate must be > 0"):
         wdchain.ema_timescale(0.0, 0.1)
     with pytest.raises(ValueError, match="exactly one of tau_iter and tau_epoch"):
         wdchain.weight_decay_for_timescale(1e-3)

@@ -44,7 +44,7 @@ def _positive(where: str, **values: Any) -> None:
             raise ValueError(f"{where}: {name} must be > 0, got {value!r}")
 
 
-def ema_timescale(lr: Any, weight_decay: Any) -> Any:
+def ema_timescale(learning_rate: Any, weight_decay: Any) -> Any:
     r"""The EMA timescale of decoupled (torch-style) decay, in iterations.
 
     .. math:: \tau_{\text{iter}} = 1/(\alpha\lambda)
@@ -56,8 +56,8 @@ def ema_timescale(lr: Any, weight_decay: Any) -> Any:
       >>> ema_timescale(1e-3, 0.1)
       10000.0
     """
-    _positive("ema_timescale", lr=lr, weight_decay=weight_decay)
-    return 1.0 / (lr * weight_decay)
+    _positive("ema_timescale", learning_rate=learning_rate, weight_decay=weight_decay)
+    return 1.0 / (learning_rate * weight_decay)
 
 
 def timescale_in_epochs(tau_iter: Any, batch_size: Any, dataset_size: Any) -> Any:
@@ -73,7 +73,7 @@ def timescale_in_epochs(tau_iter: Any, batch_size: Any, dataset_size: Any) -> An
 
 
 def weight_decay_for_timescale(
-    lr: Any,
+    learning_rate: Any,
     *,
     tau_iter: Any = None,
     tau_epoch: Any = None,
@@ -105,15 +105,15 @@ def weight_decay_for_timescale(
         _positive(where, tau_epoch=tau_epoch, batch_size=batch_size,
                   dataset_size=dataset_size)
         tau_iter = tau_epoch * dataset_size / batch_size
-    _positive(where, lr=lr, tau_iter=tau_iter)
-    return 1.0 / (lr * tau_iter)
+    _positive(where, learning_rate=learning_rate, tau_iter=tau_iter)
+    return 1.0 / (learning_rate * tau_iter)
 
 
 _SCALES = ("decoupled", "independent", "constant", "corrected")
 
 
 def integrated_decay(
-    lr: Any,
+    learning_rate: Any,
     weight_decay: Any,
     steps: int,
     *,
@@ -128,7 +128,7 @@ def integrated_decay(
     run spans (Wang & Aitchison's τ for a schedule).
 
     Args:
-      lr: a number or a schedule of the step count.
+      learning_rate: α_t: a number or a schedule of the step count.
       weight_decay: λ: a number or a schedule of the step count.
       steps: T, the number of steps.
       decay: which c_t.
@@ -144,7 +144,7 @@ def integrated_decay(
     if not (isinstance(steps, int) and steps > 0):
         raise ValueError(f"{where}: steps must be a positive int, got {steps!r}")
     t = jnp.arange(steps)
-    alpha = _series(lr, t)
+    alpha = _series(learning_rate, t)
     lam = _series(weight_decay, t)
     peak = jnp.max(alpha) if lr_peak is None else lr_peak
     eta = alpha / peak
@@ -160,7 +160,7 @@ def _series(value: Any, t: Any) -> Any:
     return jnp.full(t.shape, value, jnp.result_type(float))
 
 
-def equilibrium_norm(lr: Any, weight_decay: Any, size: Any) -> Any:
+def equilibrium_norm(learning_rate: Any, weight_decay: Any, size: Any) -> Any:
     r"""‖θ‖ at AdamW's rotational equilibrium for a scale-invariant weight of C entries.
 
     .. math:: \lVert\theta\rVert \to \sqrt{\alpha C / (2\lambda)}
@@ -172,12 +172,13 @@ def equilibrium_norm(lr: Any, weight_decay: Any, size: Any) -> Any:
       >>> round(equilibrium_norm(1e-2, 0.5, 100), 6)
       1.0
     """
-    _positive("equilibrium_norm", lr=lr, weight_decay=weight_decay, size=size)
-    value = lr * size / (2 * weight_decay)
+    _positive("equilibrium_norm", learning_rate=learning_rate, weight_decay=weight_decay,
+              size=size)
+    value = learning_rate * size / (2 * weight_decay)
     return math.sqrt(value) if isinstance(value, (int, float)) else jnp.sqrt(value)
 
 
-def equilibrium_angular_update(lr: Any, weight_decay: Any) -> Any:
+def equilibrium_angular_update(learning_rate: Any, weight_decay: Any) -> Any:
     r"""The angle θ turns per step at AdamW's rotational equilibrium, in radians.
 
     .. math:: \eta_r \to \sqrt{2\alpha\lambda}
@@ -188,6 +189,7 @@ def equilibrium_angular_update(lr: Any, weight_decay: Any) -> Any:
       >>> round(equilibrium_angular_update(1e-2, 0.5), 6)
       0.1
     """
-    _positive("equilibrium_angular_update", lr=lr, weight_decay=weight_decay)
-    value = 2 * lr * weight_decay
+    _positive("equilibrium_angular_update", learning_rate=learning_rate,
+              weight_decay=weight_decay)
+    value = 2 * learning_rate * weight_decay
     return math.sqrt(value) if isinstance(value, (int, float)) else jnp.sqrt(value)
