@@ -246,7 +246,10 @@ def test_lion_and_lamb_match_their_papers_for_every_placement(preconditioner: st
 def optax_counterpart(preconditioner: str) -> optax.GradientTransformation:
     options = SIGN_AND_TRUST[preconditioner]
     beta1, beta2 = options["betas"]
-    lr = lambda count: LR * schedule(count)
+
+    def lr(count: Any) -> Any:
+        return LR * schedule(count)
+
     if preconditioner == "lion":
         return optax.lion(lr, b1=beta1, b2=beta2, weight_decay=WD)
     return optax.lamb(lr, b1=beta1, b2=beta2, eps=options["eps"], weight_decay=WD)

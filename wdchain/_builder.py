@@ -290,7 +290,7 @@ def build(
     if entry.eta is not None:
         eta = entry.eta(eta, full_options)
         if callable(eta):
-            eta.wdchain_name = "η_t"  # type: ignore[union-attr]
+            eta.wdchain_name = "η_t"
 
     new_axes = decay in ("corrected", "stable") or gate is not None or toward is not None
     if not new_axes:
@@ -370,6 +370,7 @@ def _axes_chain(entry: _registry.Preconditioner, options: dict[str, Any], learni
     tx = _recipe.chain(*parts)
     if toward is None and decay != "stable":
         return tx
+    second_moment = entry.second_moment
     decay_slots = (first - 1, decoupled_at, independent_at)
     moments = range(first, decoupled_at)
     updates = [optax.with_extra_args_support(part).update for part in parts]
@@ -381,8 +382,8 @@ def _axes_chain(entry: _registry.Preconditioner, options: dict[str, Any], learni
             kwargs = dict(extra)
             if i in decay_slots and toward is not None:
                 kwargs["decay_target"] = target
-            if i == decoupled_at and decay == "stable":
-                v = entry.second_moment(tuple(new_state[j] for j in moments), options)
+            if i == decoupled_at and second_moment is not None and decay == "stable":
+                v = second_moment(tuple(new_state[j] for j in moments), options)
                 kwargs["decay_multiplier"] = jax.lax.rsqrt(_decay_axes.mean_second_moment(v))
             grads, inner = update(grads, inner, params, **kwargs)
             new_state.append(inner)

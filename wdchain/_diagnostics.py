@@ -102,8 +102,11 @@ def decay_diagnostics(
     out: dict[str, jax.Array] = {}
 
     def sq(xs: list[Any]) -> jax.Array:
-        return sum(jnp.sum(jnp.square(x.astype(jnp.result_type(float, x.dtype))))
-                   for x in xs)
+        total = jnp.zeros([], jnp.result_type(float))
+        for x in xs:
+            wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # bf16: sum in f32
+            total = total + jnp.sum(jnp.square(wide))
+        return total
 
     tiny = jnp.finfo(jnp.result_type(float)).tiny
     for name, index in _groups(params, groups).items():
