@@ -223,7 +223,7 @@ def test_diverged_cells_are_flagged_not_read_as_errors():
     ({"weight_decays": []}, "is empty"),
     ({"seeds": ()}, "seeds must be integers"),
     ({"seeds": (0, 0)}, "seeds repeat"),
-    ({"parallel_seeds": 0}, "parallel_seeds must be an integer ≥ 1"),
+    ({"parallel": 0}, "parallel must be an integer ≥ 1"),
     ({"devices": []}, "devices is empty"),
 ])
 def test_sweep_refuses_bad_arguments_naming_them(bad, message):

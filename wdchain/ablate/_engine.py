@@ -20,6 +20,7 @@ flag) is what :mod:`wdchain.ablate._resume` checkpoints.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -106,6 +107,10 @@ class GridProgram:
                  mesh: Mesh):
         self.task, self.arm, self.mesh = task, arm, mesh
         self.cells = len(lrs)
+        self.cell_lrs = np.asarray(lrs, np.float64)  # as given, for the rows
+        self.cell_weight_decays = np.asarray(weight_decays, np.float64)
+        self._first_run = threading.Lock()  # threads of one arm compile it once
+        self._compiled = False
         devices = mesh.devices.size
         self.padded = math.ceil(self.cells / devices) * devices
         pad = self.padded - self.cells
@@ -231,6 +236,14 @@ class GridProgram:
 
     def train_chunk(self, carry: Carry, seed: int, first_epoch: int) -> tuple[Carry, int]:
         """Trains ``self.chunk`` epochs (fewer at the end); the carry and the next epoch."""
+        if not self._compiled:
+            with self._first_run:  # a second thread waits here rather than compile again
+                result = self._train_chunk(carry, seed, first_epoch)
+                self._compiled = True
+                return result
+        return self._train_chunk(carry, seed, first_epoch)
+
+    def _train_chunk(self, carry: Carry, seed: int, first_epoch: int) -> tuple[Carry, int]:
         epochs = range(first_epoch, min(first_epoch + self.chunk, self.task.epochs))
         batches = jax.device_put(self.batches(seed, epochs), self._replicated)
         lrs, weight_decays = self.cell_hyperparams()

@@ -90,7 +90,7 @@ def sweep(
     out: str | Path | None = None,
     fresh: bool = False,
     grid_size: int = 8,
-    parallel_seeds: int | None = None,
+    parallel: int | None = None,
     log: Callable[[str], None] | None = None,
     on_chunk: Callable[[str, int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
@@ -112,10 +112,10 @@ def sweep(
         checkpoints there, so that the same call resumes an interrupted sweep.
       fresh: with ``out``, discard what is there and start over.
       grid_size: points of the default grids.
-      parallel_seeds: how many seeds of an arm train at once (each its own program
-        run, from its own thread). None: as many as the CPU has cores on a CPU backend
-        (XLA runs a grid's small kernels on about one core, so two seeds at once use a
-        2-core machine fully), one on an accelerator. The results do not depend on it.
+      parallel: how many (arm, seed) grids train at once, each from its own thread.
+        None: as many as the CPU has cores on a CPU backend (XLA runs a grid's small
+        kernels on about one core, so two grids at once use a 2-core machine fully), one
+        on an accelerator. The results do not depend on it.
       log: called with a line of text on resuming (default: print to stderr).
       on_chunk: called as ``on_chunk(arm, seed, epochs)`` after each chunk, with the
         number of epochs it trained (or skipped, on resuming).
@@ -149,10 +149,10 @@ def sweep(
             "grids": {name: [list(map(float, g)) for g in pair] for name, pair in grids.items()},
         }
         store = RunStore(Path(out), config, fresh=fresh, log=log)
-    if parallel_seeds is None:
-        parallel_seeds = (os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
-    if isinstance(parallel_seeds, bool) or not isinstance(parallel_seeds, int) or parallel_seeds < 1:
-        raise ValueError(f"sweep: parallel_seeds must be an integer ≥ 1, got {parallel_seeds!r}")
+    if parallel is None:
+        parallel = (os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
+    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+        raise ValueError(f"sweep: parallel must be an integer ≥ 1, got {parallel!r}")
     lock = threading.Lock()
 
     def locked(fn: Callable[..., None] | None) -> Any:
@@ -165,49 +165,50 @@ def sweep(
 
         return call
 
-    rows: list[dict[str, Any]] = []
+    done: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    todo = []
     for arm in parsed:
-        rows += _sweep_arm(task, arm, grids[arm.name], seeds, mesh, store, parallel_seeds,
-                           locked(log), locked(on_chunk), written=rows,
-                           csv_path=None if out is None else Path(out) / "results.csv")
+        for seed in seeds:
+            finished = store.finished(arm.name, seed) if store else None
+            if finished is None:
+                todo.append((arm, seed))
+            else:
+                done[arm.name, seed] = finished
+
+    def ordered() -> list[dict[str, Any]]:
+        return [row for arm in parsed for seed in seeds for row in done.get((arm.name, seed), [])]
+
+    programs: dict[str, GridProgram] = {}
+
+    def program_for(arm: Arm) -> GridProgram:
+        with lock:
+            if arm.name not in programs:
+                cell_lrs, cell_wds = (g.ravel() for g in np.meshgrid(*grids[arm.name],
+                                                                      indexing="ij"))
+                programs[arm.name] = GridProgram(task, arm, cell_lrs, cell_wds, mesh)
+            return programs[arm.name]
+
+    def train(arm: Arm, seed: int) -> None:
+        seed_rows = _train(program_for(arm), arm, seed, store, locked(log), locked(on_chunk))
+        with lock:
+            if store:
+                store.finish(arm.name, seed, seed_rows)
+            done[arm.name, seed] = seed_rows
+            if out is not None:
+                write_csv(ordered(), Path(out) / "results.csv")
+
+    if todo:
+        with ThreadPoolExecutor(min(parallel, len(todo))) as pool:
+            for future in [pool.submit(train, arm, seed) for arm, seed in todo]:
+                future.result()
+    rows = ordered()
     if out is not None:
         write_csv(rows, Path(out) / "results.csv")
     return rows
 
 
-def _sweep_arm(task: Task, arm: Arm, grid: tuple[np.ndarray, np.ndarray],
-               seeds: tuple[int, ...], mesh: Any, store: RunStore | None, parallel: int,
-               log: Callable[[str], None], on_chunk: Callable[[str, int, int], None] | None,
-               *, written: list[dict[str, Any]], csv_path: Path | None) -> list[dict[str, Any]]:
-    """One arm's rows for every seed: finished seeds from the store, the others trained."""
-    cell_lrs, cell_wds = (g.ravel() for g in np.meshgrid(*grid, indexing="ij"))
-    per_seed = {seed: store.finished(arm.name, seed) if store else None for seed in seeds}
-    todo = [seed for seed in seeds if per_seed[seed] is None]
-    lock = threading.Lock()
-
-    def arm_rows() -> list[dict[str, Any]]:
-        return [row for seed in seeds for row in per_seed[seed] or []]
-
-    if todo:
-        program = GridProgram(task, arm, cell_lrs, cell_wds, mesh)
-
-        def train(seed: int) -> None:
-            seed_rows = _train(program, arm, seed, cell_lrs, cell_wds, store, log, on_chunk)
-            with lock:
-                if store:
-                    store.finish(arm.name, seed, seed_rows)
-                per_seed[seed] = seed_rows
-                if csv_path is not None:
-                    write_csv(written + arm_rows(), csv_path)
-
-        with ThreadPoolExecutor(min(parallel, len(todo))) as pool:
-            for future in [pool.submit(train, seed) for seed in todo]:
-                future.result()
-    return arm_rows()
-
-
-def _train(program: GridProgram, arm: Arm, seed: int, cell_lrs: np.ndarray,
-           cell_wds: np.ndarray, store: RunStore | None, log: Callable[[str], None],
+def _train(program: GridProgram, arm: Arm, seed: int, store: RunStore | None,
+           log: Callable[[str], None],
            on_chunk: Callable[[str, int, int], None] | None) -> list[dict[str, Any]]:
     carry = program.initial_carry(seed)
     epoch = 0
@@ -234,5 +235,5 @@ def _train(program: GridProgram, arm: Arm, seed: int, cell_lrs: np.ndarray,
                 "train_loss", "validation_loss", "validation_error", "test_loss", "test_error")),
             bool(metrics.diverged[k]),
         )))
-        for k, (lr, wd) in enumerate(zip(cell_lrs, cell_wds))
+        for k, (lr, wd) in enumerate(zip(program.cell_lrs, program.cell_weight_decays))
     ]
