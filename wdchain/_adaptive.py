@@ -187,7 +187,7 @@ def scale_by_adam(
       eps: ε ≥ 0 (torch default 1e-8).
       amsgrad: use the running max of the second moment.
       mu_dtype: dtype to store m in (keyword only; default: the parameter's dtype).
-        ``jnp.bfloat16`` halves the memory of m; see the README for its effect.
+        ``jnp.bfloat16`` halves the memory of m; see docs/packed.md for its effect.
       nu_dtype: dtype to store v (and its max) in (keyword only; default as above).
 
     Returns:

@@ -140,8 +140,8 @@ def restore_state(
     Flax NNX: give the ``nnx.Optimizer`` and the model (or its params) instead of
     ``tx`` and ``params``, and what a checkpoint of ``nnx.state(optimizer)`` gives
     back without a target: the restored values (and nnx's own ``step``) are written
-    into the optimizer, which is returned. See the recipe in the README
-    (``docs/reliability.md``)::
+    into the optimizer, which is returned. The recipe is in ``docs/reliability.md``
+    (Checkpoints, Flax NNX)::
 
         checkpointer.save(path, nnx.state(optimizer))          # save
         loaded = checkpointer.restore(path)                    # a fresh process
