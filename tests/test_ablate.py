@@ -333,9 +333,11 @@ def test_summary_says_only_what_the_numbers_support():
 def test_report_writes_figures_with_provenance(tmp_path, capsys):
     _cli.main(["--task", "digits", "--arms", "adam-l2,adamw-independent", "--lrs", "1e-3,1e-2",
                "--wds", "0,1e-4,1e-2", "--epochs", "1", "--seeds", "0,1", "--out", str(tmp_path)])
-    for name in ("figure2.png", "heatmap_adam-l2.png", "heatmap_adamw-independent.png"):
+    for name in ("figure2.png", "heatmap_adam-l2.png", "heatmap_adamw-independent.png",
+                 "trajectories.png"):
         png = (tmp_path / name).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert (tmp_path / "trajectories.csv").read_text().startswith("arm,epoch,metric,value\n")
     summary = (tmp_path / "summary.md").read_text()
     assert "task digits" in summary and "seeds 0,1" in summary and "wdchain 0.1.0" in summary
     assert "| adamw-independent |" in summary and "vs adam-l2" in summary
@@ -532,3 +534,15 @@ def test_every_registry_preconditioner_is_an_arm_muon_paired_with_adam():
     for name in wdchain.PRECONDITIONERS:
         arm = parse_arm(f"{name}-decoupled")
         assert len(arm.default_lrs()) == 8  # the registry gives every preconditioner a span
+
+
+def test_trajectories_of_a_cell_record_the_decay_at_work():
+    from wdchain.ablate._trajectories import METRICS, trace
+
+    task = small_digits(epochs=2)
+    without = trace(task, parse_arm("adamw"), 1e-2, 0.0)
+    with_decay = trace(task, parse_arm("adamw"), 1e-2, 5.0)
+    assert set(without) == set(METRICS) and all(len(v) == 2 for v in without.values())
+    np.testing.assert_array_equal(without["decay_share"], 0.0)  # no decay: Δθ = Δθ₀
+    assert np.all(with_decay["decay_share"] > 0.05)
+    assert with_decay["param_norm"][-1] < without["param_norm"][-1]  # decay shrinks ‖θ‖

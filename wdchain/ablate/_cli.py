@@ -18,9 +18,10 @@ import numpy as np
 from wdchain.ablate._arms import default_grids_text, parse_arm
 from wdchain.ablate._builtin import TASKS
 from wdchain.ablate._presets import PRESETS
-from wdchain.ablate._report import write_report
+from wdchain.ablate._report import analyse, write_report
 from wdchain.ablate._sweep import run_info, sweep
 from wdchain.ablate._task import Task
+from wdchain.ablate._trajectories import trace, write_trajectories
 
 
 def _arms(text: str) -> list[str]:
@@ -139,6 +140,8 @@ def parser() -> argparse.ArgumentParser:
                        "again with the same command resumes there")
     parse.add_argument("--fresh", action="store_true",
                        help="discard what --out holds and start over")
+    parse.add_argument("--no-trajectories", action="store_true",
+                       help="skip retraining each arm's selected cell with diagnostics")
     return parse
 
 
@@ -180,5 +183,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     info["command"] = ("python -m wdchain.ablate " + shlex.join(
         sys.argv[1:] if argv is None else list(argv))).strip()
     summary = write_report(rows, args.out, info)
+    written = "results.csv, summary.md, figure2.png"
+    if not args.no_trajectories:
+        traces = {}
+        for grid, measures in analyse(rows):
+            if np.isfinite(measures.selected_lr):
+                traces[grid.arm] = trace(task, parse_arm(grid.arm), measures.selected_lr,
+                                         measures.selected_weight_decay, seed=seeds[0])
+        write_trajectories(traces, info, args.out)
+        written += ", trajectories.png"
     print(summary)
-    print(f"wrote results.csv, summary.md, figure2.png and {len(arms)} heatmaps to {args.out}/")
+    print(f"wrote {written} and {len(arms)} heatmaps to {args.out}/")
