@@ -33,6 +33,7 @@ from wdchain.ablate._sweep import sweep as sweep
 from wdchain.ablate._task import VALIDATION_FRACTION as VALIDATION_FRACTION
 from wdchain.ablate._task import Task as Task
 from wdchain.ablate._task import classification_loss as classification_loss
+from wdchain.ablate._trajectories import trace as trace
 
 __all__ = [
     "CSV_COLUMNS",
@@ -49,5 +50,6 @@ __all__ = [
     "read_csv",
     "run_info",
     "sweep",
+    "trace",
     "write_report",
 ]
