@@ -6,10 +6,12 @@ import argparse
 import dataclasses
 import importlib
 import math
+import os
 import shlex
 import sys
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -185,11 +187,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     summary = write_report(rows, args.out, info)
     written = "results.csv, summary.md, figure2.png"
     if not args.no_trajectories:
-        traces = {}
-        for grid, measures in analyse(rows):
-            if np.isfinite(measures.selected_lr):
-                traces[grid.arm] = trace(task, parse_arm(grid.arm), measures.selected_lr,
-                                         measures.selected_weight_decay, seed=seeds[0])
+        selected = [(grid.arm, m.selected_lr, m.selected_weight_decay)
+                    for grid, m in analyse(rows) if np.isfinite(m.selected_lr)]
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # one cell each: ~1 core
+            futures = {arm: pool.submit(trace, task, parse_arm(arm), lr, wd, seeds[0])
+                       for arm, lr, wd in selected}
+            traces = {arm: future.result() for arm, future in futures.items()}
         write_trajectories(traces, info, args.out)
         written += ", trajectories.png"
     print(summary)
