@@ -111,7 +111,10 @@ def sgd(
     ``inject_hyperparams`` (optax's or wdchain's) a momentum that is 0 at ``init``
     keeps no buffer either, so the state is the plain optimizer's; making it
     non-zero later needs a new ``init`` (a concrete value is refused, a traced one
-    makes the update NaN rather than silently run without momentum).
+    makes the update NaN rather than silently run without momentum). One case keeps a
+    (zero-momentum) buffer: an explicit ``momentum=0`` given to optax's injector with a
+    jitted ``init``, where the value is a tracer; the default, or wdchain's injector,
+    has none.
 
     Args:
       lr: α ≥ 0, a number, JAX scalar or schedule (torch default 1e-3).
