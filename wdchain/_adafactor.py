@@ -19,7 +19,7 @@ class ScaleByAdafactorState(NamedTuple):
 
 
 def _rms(x: jax.Array) -> jax.Array:
-    return jnp.linalg.norm(x.ravel()) / jnp.sqrt(jnp.asarray(max(x.size, 1), x.dtype))
+    return jnp.sqrt(jnp.sum(jnp.square(x))) / jnp.sqrt(jnp.asarray(max(x.size, 1), x.dtype))
 
 
 def scale_by_adafactor(

@@ -53,7 +53,7 @@ def scale_by_trust_ratio(trust_coefficient: Any = 1.0) -> optax.GradientTransfor
                 return u
             dtype = _tree.compute_dtype(u.dtype)
             u_c, p_c = _tree.cast(u, dtype), _tree.cast(p, dtype)
-            p_norm, u_norm = jnp.linalg.norm(p_c.ravel()), jnp.linalg.norm(u_c.ravel())
+            p_norm, u_norm = (jnp.sqrt(jnp.sum(jnp.square(t))) for t in (p_c, u_c))  # no reshape: shards
             zero = (p_norm == 0) | (u_norm == 0)
             ratio = jnp.where(zero, 1, p_norm / jnp.where(zero, 1, u_norm))
             if not _validate.is_static_zero(trust_coefficient - 1):

@@ -166,7 +166,7 @@ def _newton_schulz(g: jax.Array, coefficients: tuple, steps: int, eps: Any,
     tall = g.shape[0] > g.shape[1]
     if tall:
         x = x.T
-    norm = jnp.linalg.norm(x.astype(acc).ravel()).astype(dtype)
+    norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(acc)))).astype(dtype)  # no reshape: shards
     x = (x.astype(acc) / jnp.maximum(norm, jnp.asarray(eps, dtype)).astype(acc)).astype(dtype)
     for _ in range(steps):
         gram = mm(x, x.T).astype(dtype)
