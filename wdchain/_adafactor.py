@@ -12,7 +12,7 @@ from wdchain import _recipe, _tree, _validate
 
 
 class ScaleByAdafactorState(NamedTuple):
-    count: jax.Array  # int32 scalar: updates so far (t − 1)
+    count: jax.Array  # type: ignore[assignment]  # int32 scalar: updates so far (t − 1)
     row: Any  # R, shape (..., n, 1) for leaves of ≥ 2 dims; shape (0,) otherwise
     col: Any  # C, shape (..., 1, m) for leaves of ≥ 2 dims; shape (0,) otherwise
     variance: Any  # V, the leaf's shape for leaves of < 2 dims; shape (0,) otherwise

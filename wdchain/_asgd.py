@@ -87,7 +87,7 @@ def asgd_learning_rate(lr: Any, lambd: Any = 1e-4, alpha: Any = 0.75) -> Any:
 
 
 class AverageIteratesState(NamedTuple):
-    count: jax.Array  # int32 scalar: updates so far
+    count: jax.Array  # type: ignore[assignment]  # int32 scalar: updates so far
     ax: Any  # the averaged parameters, one per leaf
 
 
