@@ -309,3 +309,14 @@ def test_a_schedule_is_kept_by_wdchain_inject_hyperparams():
         got, state = tx.update(GRADS, state, PARAMS)
         want, plain_state = plain.update(GRADS, plain_state, PARAMS)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, want)
+
+
+TORCH_CLASSES = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam",
+                 "adamw": "AdamW", "nadam": "NAdam", "radam": "RAdam", "adamax": "Adamax",
+                 "adadelta": "Adadelta", "asgd": "ASGD", "adafactor": "Adafactor", "muon": "Muon"}
+
+
+@pytest.mark.parametrize(("name", "torch_name"), TORCH_CLASSES.items())
+def test_a_torch_style_call_names_the_torch_class(name, torch_name):
+    with pytest.raises(ValueError, match=rf"optim\.{torch_name}\(params, lr=\.\.\.\)"):
+        getattr(wdchain, name)({"w": jnp.ones((2, 2))}, lr=1e-3)

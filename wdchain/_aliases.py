@@ -73,7 +73,8 @@ def torch_style(factory: _Factory) -> _Factory:
 
 
 _TORCH = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam",
-          "adamw": "AdamW", "nadam": "NAdam", "radam": "RAdam", "adamax": "Adamax"}
+          "adamw": "AdamW", "nadam": "NAdam", "radam": "RAdam", "adamax": "Adamax",
+          "adadelta": "Adadelta", "asgd": "ASGD", "adafactor": "Adafactor", "muon": "Muon"}
 
 
 def _check(where: str, lr: Any, weight_decay: Any, maximize: bool, mask: Any) -> None:
