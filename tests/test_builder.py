@@ -26,6 +26,7 @@ import torch
 
 import wdchain
 from torch_oracle import (
+    assert_vmapped_grid_matches,
     TORCH_OPTIMIZERS,
     make_grads,
     make_matrix_params,
@@ -373,13 +374,7 @@ def test_vmapped_lr_and_weight_decay_equal_concrete_ones(decay: str) -> None:
             p = optax.apply_updates(p, updates)
         return p
 
-    grid = jax.jit(jax.vmap(final))(lrs, wds)
-    for i in range(len(lrs)):
-        expected = jax.jit(final)(float(lrs[i]), float(wds[i]))
-        jax.tree.map(
-            lambda g, e, i=i: np.testing.assert_allclose(g[i], e, rtol=1e-6, atol=1e-7),
-            grid, expected,
-        )
+    assert_vmapped_grid_matches(final, lrs, wds)
 
 
 NEW = ("lion", "lamb", "adadelta", "asgd", "adafactor", "muon")

@@ -25,6 +25,7 @@ import numpy as np
 import optax
 import pytest
 from torch_oracle import (
+    assert_vmapped_grid_matches,
     make_grads,
     make_params,
     relative_error,
@@ -302,13 +303,7 @@ def test_vmapped_lr_and_weight_decay(decay: str, gate, toward) -> None:
             p = optax.apply_updates(p, updates)
         return p
 
-    grid = jax.jit(jax.vmap(final))(lrs, wds)
-    for i in range(len(lrs)):
-        expected = jax.jit(final)(float(lrs[i]), float(wds[i]))
-        jax.tree.map(
-            lambda g, e, i=i: np.testing.assert_allclose(g[i], e, rtol=1e-6, atol=1e-7),
-            grid, expected,
-        )
+    assert_vmapped_grid_matches(final, lrs, wds)
 
 
 def test_cautious_gate_uses_the_orthogonalised_update_for_muon() -> None:

@@ -165,6 +165,17 @@ def run_torch(
         return treedef.unflatten([t.detach().numpy().copy() for t in tensors])
 
 
+def assert_vmapped_grid_matches(final: Callable[[Any, Any], Any], lrs: Any, wds: Any) -> None:
+    """``final(lr, λ)`` vmapped over the grid equals each (lr, λ) run with Python floats."""
+    grid = jax.jit(jax.vmap(final))(lrs, wds)
+    for i in range(len(lrs)):
+        expected = jax.jit(final)(float(lrs[i]), float(wds[i]))
+        jax.tree.map(
+            lambda g, e, i=i: np.testing.assert_allclose(g[i], e, rtol=1e-6, atol=1e-7),
+            grid, expected,
+        )
+
+
 def relative_error(actual: Any, expected: Any) -> float:
     """max over leaves of max|actual − expected| / max|expected| (the leaf's scale);
     NaN if either side has a NaN."""
