@@ -94,9 +94,13 @@ def _pm(mean: float, std: float, scale: float = 1.0, digits: int = 2, sign: bool
     return text + (f" ± {scale * std:.{digits}f}" if math.isfinite(std) else "")
 
 
-def summary_markdown(rows: Sequence[dict[str, Any]], info: dict[str, Any]) -> str:
-    """The summary: provenance, the table, what the numbers say, the measures."""
-    analysed = analyse(rows)
+def summary_markdown(rows: Sequence[dict[str, Any]], info: dict[str, Any],
+                     analysed: Sequence[tuple[ArmGrid, ArmMeasures]] | None = None) -> str:
+    """The summary: provenance, the table, what the numbers say, the measures.
+
+    ``analysed`` is ``analyse(rows)`` when the caller has it already.
+    """
+    analysed = analyse(rows) if analysed is None else analysed
     grids = [grid for grid, _ in analysed]
     by_arm = {grid.arm: measures for grid, measures in analysed}
     test_size = int(info.get("test_examples") or 0)
@@ -223,6 +227,6 @@ def write_report(rows: Sequence[dict[str, Any]], out: Path, info: dict[str, Any]
     colour = _figures.colour_range(grids)
     for grid, m in analysed:
         _figures.heatmap(grid, m, info, out / f"heatmap_{grid.arm}.png", tie, colour)
-    summary = summary_markdown(rows, info)
+    summary = summary_markdown(rows, info, analysed)
     (out / "summary.md").write_text(summary)
     return summary

@@ -22,7 +22,7 @@ from flax import nnx
 
 import wdchain
 from wdchain.ablate._arms import Arm
-from wdchain.ablate._engine import GridProgram, local_mesh
+from wdchain.ablate._engine import GridProgram, _split, local_mesh
 from wdchain.ablate._task import Task
 
 METRICS = ("param_norm", "angular_update", "grad_ratio", "decay_share")
@@ -45,7 +45,7 @@ def trace(task: Task, arm: Arm, lr: float, weight_decay: float, seed: int = 0
         lr, 0.0, program.schedule, wdchain.decay_mask)
     model = task.model(nnx.Rngs(seed))
     model.train()
-    graph, params, rest = nnx.split(model, nnx.Param, ...)  # type: ignore[misc]
+    graph, params, rest = _split(model)
     groups = jax.tree.map(lambda keep: GROUP if keep else "other", wdchain.decay_mask(params))
     loss_fn = task.loss_fn
 
@@ -55,7 +55,7 @@ def trace(task: Task, arm: Arm, lr: float, weight_decay: float, seed: int = 0
         def loss_of(p):
             model = nnx.merge(graph, p, jax.tree.map(lambda leaf: leaf, rest))
             loss, _ = loss_fn(model, batch)
-            return loss, nnx.split(model, nnx.Param, ...)[2]
+            return loss, _split(model)[2]
 
         (_, rest), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
         updates, new_state = tx.update(grads, opt_state, params)
