@@ -339,7 +339,7 @@ def test_report_writes_figures_with_provenance(tmp_path, capsys):
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert (tmp_path / "trajectories.csv").read_text().startswith("arm,epoch,metric,value\n")
     summary = (tmp_path / "summary.md").read_text()
-    assert "task digits" in summary and "seeds 0,1" in summary and "wdchain 0.1.0" in summary
+    assert "task digits" in summary and "seeds 0,1" in summary and f"wdchain {wdchain.__version__}" in summary
     assert "| adamw-independent |" in summary and "vs adam-l2" in summary
     assert "## What this run shows" in capsys.readouterr().out
 

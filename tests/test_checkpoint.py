@@ -188,3 +188,37 @@ def test_a_signature_read_back_with_a_newline_still_matches():
     loaded = flax.serialization.msgpack_restore(flax.serialization.to_bytes(tx.init(params)))
     state = wdchain.restore_state(tx, params, loaded, signature=signature)
     assert jax.tree.structure(state) == jax.tree.structure(tx.init(params))
+
+
+# Written by wdchain 0.1.0 (where every counter was named ``count``; since 0.2 only
+# the learning-rate step's is) after three updates of these optimizers on this tree:
+# restored now, each continues exactly as a run made by this version.
+V0_1 = {
+    "adamw": lambda: wdchain.adamw(lr=0.01, weight_decay=0.1),
+    "sgd_momentum": lambda: wdchain.sgd(lr=0.1, momentum=0.9, weight_decay=0.01),
+    "nadam": lambda: wdchain.nadam(lr=0.01, weight_decay=0.1),
+}
+V0_1_PARAMS = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(3, 2), "v": jnp.ones((2, 2))}
+
+
+def _v0_1_run(tx, state, steps):
+    update = jax.jit(tx.update)
+    for i in steps:
+        grads = jax.tree.map(lambda p, i=i: (0.1 * (i + 1)) * p, V0_1_PARAMS)
+        _, state = update(grads, state, V0_1_PARAMS)
+    return state
+
+
+@pytest.mark.parametrize("name", sorted(V0_1))
+def test_a_checkpoint_of_wdchain_0_1_resumes_bit_for_bit(name):
+    tx = V0_1[name]()
+    path = os.path.join(os.path.dirname(__file__), "data", f"v0_1_{name}.msgpack")
+    with open(path, "rb") as f:
+        loaded = flax.serialization.msgpack_restore(f.read())
+    assert "count" in loaded["1"] and "step" not in loaded["1"]  # the old field name
+    state = wdchain.restore_state(tx, V0_1_PARAMS, loaded)
+    uninterrupted = _v0_1_run(tx, tx.init(V0_1_PARAMS), range(5))
+    resumed = _v0_1_run(tx, state, range(3, 5))
+    for a, b in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(resumed)):
+        np.testing.assert_array_equal(a, b)
+    assert int(optax.tree.get(resumed, "count")) == 5

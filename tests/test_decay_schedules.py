@@ -73,9 +73,9 @@ def test_the_counter_advances_in_the_state(transform: Any) -> None:
     tx = transform(ramp)
     state = tx.init(THETA)
     for k in range(3):
-        assert int(state.count) == k
+        assert int(state.step) == k
         _, state = jax.jit(tx.update)(THETA, state, THETA)
-    assert int(state.count) == 3
+    assert int(state.step) == 3
 
 
 # In a full chain: plain SGD with lr α_k = 0.5·0.9^k (lr_peak 0.5), so the update at

@@ -110,7 +110,7 @@ def test_another_optimizer_is_refused_naming_the_container_and_the_slot(checkpoi
     with pytest.raises(ValueError, match=(
             r"restore_state: the checkpoint has no slot state\[2\]\.trace\.dense\.bias "
             r"\(slot 2 of the chain, a ScaleByMomentumState\), which the nnx\.Optimizer's "
-            r"opt_state needs: .* \(its slot 2 holds count\)")):
+            r"opt_state needs: .* \(its slot 2 holds step\)")):
         wdchain.restore_state(sgd, model, checkpoint)
 
 

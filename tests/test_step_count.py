@@ -63,12 +63,44 @@ def test_step_count_is_the_number_of_updates_for_every_alias(name):
     assert int(jax.jit(wdchain.step_count)(state)) == 3  # readable inside jit
 
 
-@pytest.mark.parametrize("name", ["sgd", "adagrad", "adamw"])
-def test_optax_tree_get_finds_several_counts_which_is_why_step_count_exists(name):
-    state = _run(getattr(wdchain, name)(lr=0.01, weight_decay=0.1), 2)
+@pytest.mark.parametrize("name", ALIASES)
+def test_optax_tree_get_finds_the_one_count_of_every_alias(name):
+    """As for optax's own optimizers: one field named ``count``, the number of updates."""
+    tx = getattr(wdchain, name)(lr=0.01, weight_decay=0.1)
+    assert int(optax.tree.get(tx.init(PARAMS), "count")) == 0
+    state = _run(tx, 3)
+    assert int(optax.tree.get(state, "count")) == 3 == int(wdchain.step_count(state))
+
+
+@pytest.mark.parametrize("preconditioner", wdchain.PRECONDITIONERS)
+def test_optax_tree_get_finds_the_one_count_of_every_build_arm(preconditioner):
+    for decay in wdchain.PLACEMENTS:
+        tx = wdchain.build(preconditioner, decay=decay, lr=0.01, weight_decay=0.01)
+        assert int(optax.tree.get(_run(tx, 2, jit=False), "count")) == 2, decay
+
+
+def test_optax_tree_get_finds_one_count_also_with_schedules():
+    """Where optax's own would find two (a schedule adds a ScaleByScheduleState count)."""
+    tx = wdchain.adamw(lr=optax.linear_schedule(0.1, 0.0, 10),
+                       weight_decay=optax.linear_schedule(0.1, 0.0, 10))
+    assert int(optax.tree.get(_run(tx, 3), "count")) == 3
+    with pytest.raises(KeyError, match="multiple values for 'count'"):
+        optax.tree.get(_run(optax.adamw(optax.linear_schedule(0.1, 0.0, 10)), 3), "count")
+
+
+def test_wrappers_with_their_own_counter_are_why_step_count_exists():
+    state = _run(optax.inject_hyperparams(wdchain.adamw)(lr=0.01), 2)
     with pytest.raises(KeyError, match="multiple values for 'count'"):
         optax.tree.get(state, "count")
     assert int(wdchain.step_count(state)) == 2
+
+
+@pytest.mark.parametrize("make", [wdchain.scale_by_adam, wdchain.scale_by_radam,
+                                  lambda: wdchain.scale_by_momentum(0.9),
+                                  lambda: wdchain.decoupled_weight_decay(0.1)])
+def test_step_count_of_a_bare_transform_reads_its_step(make):
+    state = _run(make(), 3)
+    assert int(state.step) == 3 and int(wdchain.step_count(state)) == 3
 
 
 @pytest.mark.parametrize("preconditioner", wdchain.PRECONDITIONERS)

@@ -102,6 +102,6 @@ from wdchain._precision import DecayPrecisionWarning as DecayPrecisionWarning
 from wdchain._precision import compensate_rounding as compensate_rounding
 from wdchain._precision import CompensateRoundingState as CompensateRoundingState
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -12,7 +12,7 @@ from wdchain import _recipe, _tree, _validate
 
 
 class ScaleByAdafactorState(NamedTuple):
-    count: jax.Array  # type: ignore[assignment]  # int32 scalar: updates so far (t − 1)
+    step: jax.Array  # int32 scalar: updates so far (t − 1)
     row: Any  # R, shape (..., n, 1) for leaves of ≥ 2 dims; shape (0,) otherwise
     col: Any  # C, shape (..., 1, m) for leaves of ≥ 2 dims; shape (0,) otherwise
     variance: Any  # V, the leaf's shape for leaves of < 2 dims; shape (0,) otherwise
@@ -88,8 +88,8 @@ def scale_by_adafactor(
     def update_fn(updates: Any, state: ScaleByAdafactorState, params: Any = None):
         _tree.require_params(where, params)
         _tree.check_same_shapes(where, "params", params, "updates", updates)
-        count = optax.safe_increment(state.count)
-        lr_t = _tree.value_at(lr, state.count)
+        count = optax.safe_increment(state.step)
+        lr_t = _tree.value_at(lr, state.step)
 
         def step(g: jax.Array, p: jax.Array, r: jax.Array, c: jax.Array, v: jax.Array) -> tuple:
             dtype = _tree.compute_dtype(g.dtype)

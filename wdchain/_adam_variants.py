@@ -15,8 +15,9 @@ from wdchain._adaptive import _lerp
 
 
 class ScaleByNadamState(NamedTuple):
-    # int32 scalar: updates so far (t − 1) (the field shadows tuple.count)
-    count: jax.Array  # type: ignore[assignment]
+    # int32 scalar: updates so far (t − 1); named step, not count: the optimizer's one
+    # ``count`` is its learning-rate step's (see ScaleByLearningRateState)
+    step: jax.Array
     mu_product: jax.Array  # scalar ∏ μ_k: float32, float64 for float64 params (torch: its default dtype)
     mu: Any  # first moment m, one per leaf
     nu: Any  # second moment v, one per leaf
@@ -57,7 +58,7 @@ def scale_by_nadam(
     def init_fn(params: Any) -> ScaleByNadamState:
         _tree.require_real(where, params)
         return ScaleByNadamState(
-            count=jnp.zeros([], jnp.int32),
+            step=jnp.zeros([], jnp.int32),
             mu_product=jnp.ones([], _tree.scalar_dtype(params)),
             mu=_tree.zeros_like_params(params),
             nu=_tree.zeros_like_params(params),
@@ -66,7 +67,7 @@ def scale_by_nadam(
     def update_fn(updates: Any, state: ScaleByNadamState, params: Any = None):
         del params
         _tree.check_same_shapes(where, "state.mu", state.mu, "updates", updates)
-        count = optax.safe_increment(state.count)
+        count = optax.safe_increment(state.step)
         dtype = state.mu_product.dtype
         t = count.astype(dtype)
         mu_t = beta1 * (1 - 0.5 * _tree.power(0.96, t * momentum_decay, dtype))
@@ -133,8 +134,9 @@ def _rho_t(beta2: Any, count: jax.Array, dtype: Any) -> jax.Array:
 
 
 class ScaleByRadamState(NamedTuple):
-    # int32 scalar: updates so far (t − 1) (the field shadows tuple.count)
-    count: jax.Array  # type: ignore[assignment]
+    # int32 scalar: updates so far (t − 1); named step, not count: the optimizer's one
+    # ``count`` is its learning-rate step's (see ScaleByLearningRateState)
+    step: jax.Array
     mu: Any  # first moment m, one per leaf
     nu: Any  # second moment v, one per leaf
 
@@ -181,7 +183,7 @@ def scale_by_radam(
     def update_fn(updates: Any, state: ScaleByRadamState, params: Any = None):
         del params
         _tree.check_same_shapes(where, "state.mu", state.mu, "updates", updates)
-        count = optax.safe_increment(state.count)
+        count = optax.safe_increment(state.step)
 
         def rectification(dtype: Any) -> tuple[jax.Array, ...]:
             bc1 = _tree.bias_correction(beta1, count, dtype)
@@ -220,8 +222,9 @@ def scale_by_radam(
 
 
 class ScaleByAdamaxState(NamedTuple):
-    # int32 scalar: updates so far (t − 1) (the field shadows tuple.count)
-    count: jax.Array  # type: ignore[assignment]
+    # int32 scalar: updates so far (t − 1); named step, not count: the optimizer's one
+    # ``count`` is its learning-rate step's (see ScaleByLearningRateState)
+    step: jax.Array
     mu: Any  # first moment m, one per leaf
     nu: Any  # infinity norm u, one per leaf
 
@@ -258,7 +261,7 @@ def scale_by_adamax(
     def update_fn(updates: Any, state: ScaleByAdamaxState, params: Any = None):
         del params
         _tree.check_same_shapes(where, "state.mu", state.mu, "updates", updates)
-        count = optax.safe_increment(state.count)
+        count = optax.safe_increment(state.step)
         inverse_correction = _tree.per_dtype(
             lambda dtype: 1 / _tree.bias_correction(beta1, count, dtype)
         )

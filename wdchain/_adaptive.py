@@ -151,8 +151,9 @@ def scale_by_rms(
 
 
 class ScaleByAdamState(NamedTuple):
-    # int32 scalar: updates so far (t − 1) (the field shadows tuple.count)
-    count: jax.Array  # type: ignore[assignment]
+    # int32 scalar: updates so far (t − 1); named step, not count: the optimizer's one
+    # ``count`` is its learning-rate step's (see ScaleByLearningRateState)
+    step: jax.Array
     mu: Any  # first moment m, one per leaf
     nu: Any  # second moment v, one per leaf
     nu_max: Any  # running max of the raw v (AMSGrad only; None otherwise)
@@ -210,7 +211,7 @@ def scale_by_adam(
         _tree.require_real(where, params)
         # One fresh buffer per slot: a shared one could not be donated to a jitted step.
         return ScaleByAdamState(
-            count=jnp.zeros([], jnp.int32),
+            step=jnp.zeros([], jnp.int32),
             mu=_tree.zeros_like_params(params, mu_dtype),
             nu=_tree.zeros_like_params(params, nu_dtype),
             nu_max=_tree.zeros_like_params(params, nu_dtype) if amsgrad else None,
@@ -219,7 +220,7 @@ def scale_by_adam(
     def update_fn(updates: Any, state: ScaleByAdamState, params: Any = None):
         del params
         _tree.check_same_shapes(where, "state.mu", state.mu, "updates", updates)
-        count = optax.safe_increment(state.count)
+        count = optax.safe_increment(state.step)
         # Reciprocals of the corrections, once per dtype: every element then multiplies.
         inverse_corrections = _tree.per_dtype(lambda dtype: (
             1 / _tree.bias_correction(beta1, count, dtype),
@@ -244,7 +245,7 @@ def scale_by_adam(
             )
         else:
             (updates, mu, nu), nu_max = _tree.map_float(step, updates, state.mu, state.nu), None
-        return updates, ScaleByAdamState(count=count, mu=mu, nu=nu, nu_max=nu_max)
+        return updates, ScaleByAdamState(step=count, mu=mu, nu=nu, nu_max=nu_max)
 
     tx = optax.GradientTransformation(init_fn, update_fn)
     hyperparams: tuple[tuple[str, Any], ...] = (("β", (beta1, beta2)), ("ε", eps))

@@ -87,7 +87,7 @@ def asgd_learning_rate(lr: Any, lambd: Any = 1e-4, alpha: Any = 0.75) -> Any:
 
 
 class AverageIteratesState(NamedTuple):
-    count: jax.Array  # type: ignore[assignment]  # int32 scalar: updates so far
+    step: jax.Array  # int32 scalar: updates so far
     ax: Any  # the averaged parameters, one per leaf
 
 
@@ -126,13 +126,13 @@ def average_iterates(t0: Any = 1e6) -> optax.GradientTransformation:
                 return ax
             new = optax.apply_updates(p, u)  # what the caller's apply_updates gives
             dtype = _tree.compute_dtype(ax.dtype)
-            c = state.count.astype(dtype)
-            mu = jnp.where(state.count == 0, 1, 1 / jnp.maximum(1, c - t0))
+            c = state.step.astype(dtype)
+            mu = jnp.where(state.step == 0, 1, 1 / jnp.maximum(1, c - t0))
             ax_c, new_c = _tree.cast(ax, dtype), _tree.cast(new, dtype)
             return _tree.cast(jnp.where(mu == 1, new_c, ax_c + (new_c - ax_c) * mu), ax.dtype)
 
         ax = jax.tree.map(average, updates, params, state.ax)
-        return updates, AverageIteratesState(optax.safe_increment(state.count), ax)
+        return updates, AverageIteratesState(optax.safe_increment(state.step), ax)
 
     return _recipe.label(optax.GradientTransformation(init_fn, update_fn))
 

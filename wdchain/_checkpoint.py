@@ -79,6 +79,25 @@ def _by_path(tree: Any) -> dict[tuple[str, ...], Any]:
     }
 
 
+def _upgrade(found: dict[tuple[str, ...], Any],
+             wanted: dict[tuple[str, ...], Any]) -> dict[tuple[str, ...], Any]:
+    """A checkpoint of wdchain 0.1, whose every counter was named ``count``, read now.
+
+    Since 0.2 only the learning-rate step's counter is ``count`` (so that
+    ``optax.tree.get(state, "count")`` finds one); the others are ``step``. A slot
+    that holds ``count`` where the optimizer now has ``step`` is read as ``step``:
+    same value, same place, so old checkpoints still resume bit for bit.
+    """
+    renamed = {}
+    for path, leaf in found.items():
+        if path[-1:] == ("count",):
+            new = path[:-1] + ("step",)
+            if new in wanted and path not in wanted and new not in found:
+                path = new
+        renamed[path] = leaf
+    return renamed
+
+
 def _show(path: tuple[str, ...]) -> str:
     return "state" + "".join(f"[{key}]" if key.isdigit() else f".{key}" for key in path)
 
@@ -191,7 +210,7 @@ def restore_state(
             "and 'step'): pass the optimizer and the model, restore_state(optimizer, "
             "model, loaded), or restored['opt_state'] with tx and params."
         )
-    wanted, found = _by_path(template), _by_path(restored)
+    wanted, found = _by_path(template), _upgrade(_by_path(restored), _by_path(template))
     for path in wanted:
         if path not in found:
             raise ValueError(

@@ -25,8 +25,9 @@ from wdchain import _recipe, _tree, _validate
 class WeightDecayState(NamedTuple):
     """State of every decay transform, whatever its placement."""
 
-    # int32 scalar: updates so far, the weight-decay schedule's step (the field shadows tuple.count)
-    count: jax.Array  # type: ignore[assignment]
+    # int32 scalar: updates so far, the weight-decay schedule's step (named step: the
+    # optimizer's one ``count`` is the learning-rate step's)
+    step: jax.Array
 
 
 def _decay_transform(
@@ -45,15 +46,15 @@ def _decay_transform(
         _tree.require_real(where, params)
         if mask is not None and not callable(mask) and not switched_off:
             _tree.resolve_mask(where, mask, params)  # a mask that does not fit: at init
-        return WeightDecayState(count=jnp.zeros([], jnp.int32))
+        return WeightDecayState(step=jnp.zeros([], jnp.int32))
 
     def update_fn(updates: Any, state: WeightDecayState, params: Any = None):
-        next_state = WeightDecayState(count=optax.safe_increment(state.count))
+        next_state = WeightDecayState(step=optax.safe_increment(state.step))
         if switched_off:
             return updates, next_state
         _tree.require_params(where, params)
         _tree.check_same_shapes(where, "params", params, "updates", updates)
-        coefficient = sign * _tree.value_at(weight_decay, state.count)
+        coefficient = sign * _tree.value_at(weight_decay, state.step)
         masks = _tree.resolve_mask(where, mask, params)
         if masks is None:
             masks = jax.tree.map(lambda _: True, params)

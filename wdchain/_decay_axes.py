@@ -163,20 +163,20 @@ def decay_term(
         _tree.require_real(where, params)
         if mask is not None and not callable(mask) and not switched_off:
             _tree.resolve_mask(where, mask, params)
-        return WeightDecayState(count=jnp.zeros([], jnp.int32))
+        return WeightDecayState(step=jnp.zeros([], jnp.int32))
 
     def update_fn(updates: Any, state: WeightDecayState, params: Any = None, *,
                   decay_target: Any = None, decay_multiplier: Any = None, **extra: Any):
         del extra
-        next_state = WeightDecayState(count=optax.safe_increment(state.count))
+        next_state = WeightDecayState(step=optax.safe_increment(state.step))
         if switched_off:
             return updates, next_state
         _tree.require_params(where, params)
         _tree.check_same_shapes(where, "params", params, "updates", updates)
-        coefficient = sign * _tree.value_at(weight_decay, state.count)
+        coefficient = sign * _tree.value_at(weight_decay, state.step)
         if stable:
             coefficient = coefficient * decay_multiplier
-        scaled = coefficient if eta is None else coefficient * eta(state.count)
+        scaled = coefficient if eta is None else coefficient * eta(state.step)
         masks = _tree.resolve_mask(where, mask, params)
         if masks is None:
             masks = jax.tree.map(lambda _: True, params)

@@ -12,7 +12,10 @@ from wdchain import _recipe, _tree, _validate
 
 
 class ScaleByLearningRateState(NamedTuple):
-    # int32 scalar: updates so far, the schedule's step (the field shadows tuple.count)
+    # int32 scalar: updates so far, the schedule's step. Every wdchain optimizer has
+    # exactly one learning-rate step, so this is the optimizer's one field named
+    # ``count`` (the other transforms call theirs ``step``), the one
+    # ``optax.tree.get(state, "count")`` finds. (The field shadows tuple.count.)
     count: jax.Array  # type: ignore[assignment]
 
 

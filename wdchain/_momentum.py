@@ -12,8 +12,10 @@ from wdchain import _recipe, _tree, _validate
 
 
 class ScaleByMomentumState(NamedTuple):
-    # int32 scalar: updates so far (the first one fills the buffer) (the field shadows tuple.count)
-    count: jax.Array  # type: ignore[assignment]
+    # int32 scalar: updates so far (the first fills the buffer); named step, not
+    # count: the optimizer's one ``count`` is its learning-rate step's (see
+    # ScaleByLearningRateState)
+    step: jax.Array
     trace: Any  # momentum buffer b, one per leaf
 
 
@@ -61,7 +63,7 @@ def scale_by_momentum(
     def init_fn(params: Any) -> ScaleByMomentumState:
         _tree.require_real(where, params)
         return ScaleByMomentumState(
-            count=jnp.zeros([], jnp.int32), trace=_tree.zeros_like_params(params)
+            step=jnp.zeros([], jnp.int32), trace=_tree.zeros_like_params(params)
         )
 
     def update_fn(updates: Any, state: ScaleByMomentumState, params: Any = None):
@@ -69,7 +71,7 @@ def scale_by_momentum(
         _tree.check_same_shapes(where, "state.trace", state.trace, "updates", updates)
         # b starts at zero, so b_1 = μ·0 + 1·g_1 = g_1 exactly: only the gradient's
         # coefficient changes on the first step (and when μ = 0, as in torch).
-        undampened = (state.count == 0) | (jnp.asarray(momentum) == 0)
+        undampened = (state.step == 0) | (jnp.asarray(momentum) == 0)
         grad_coefficient = jnp.where(undampened, 1.0, 1.0 - jnp.asarray(dampening))
         coefficient_in = _tree.per_dtype(lambda dtype: grad_coefficient.astype(dtype))
 
@@ -83,7 +85,7 @@ def scale_by_momentum(
             return _tree.cast(u, g.dtype), _tree.cast(b_new, b.dtype)
 
         updates, trace = _tree.map_float(step, updates, state.trace)
-        return updates, ScaleByMomentumState(optax.safe_increment(state.count), trace)
+        return updates, ScaleByMomentumState(optax.safe_increment(state.step), trace)
 
     tx = optax.GradientTransformation(init_fn, update_fn)
     hyperparams: tuple[tuple[str, Any], ...] = (("μ", momentum),)

@@ -237,7 +237,7 @@ def _adam_moment(states: tuple[Any, ...], o: dict[str, Any]) -> Any:
     v = state.nu_max if o.get("amsgrad") else state.nu
     beta2 = o["betas"][1]
     return jax.tree.map(
-        lambda x: x / _tree.bias_correction(beta2, state.count, _tree.compute_dtype(x.dtype))
+        lambda x: x / _tree.bias_correction(beta2, state.step, _tree.compute_dtype(x.dtype))
         if _tree.is_float(x) else x, v)
 
 

@@ -1,12 +1,14 @@
 """``step_count``: the number of updates, read from any wdchain state.
 
-Every wdchain transform that needs the step keeps its own count (the learning-rate
-step for its schedule, Adam for its bias correction, each decay step for its
-schedule), so ``optax.tree.get(state, "count")`` finds several and raises. They
-count the same updates; :func:`step_count` reads the learning-rate step's, which
-every wdchain optimizer has, through wrappers (``skip_nonfinite``,
-``inject_hyperparams``, ``optax.MultiSteps``, ``optax.chain``, ``optax.partition``)
-and Flax NNX variables.
+Every wdchain transform that needs the step keeps its own counter (the
+learning-rate step for its schedule, Adam for its bias correction, each decay step
+for its schedule). They count the same updates. Only the learning-rate step's is
+named ``count``, and every wdchain optimizer has exactly one learning-rate step, so
+``optax.tree.get(state, "count")`` finds one value, as for optax's own optimizers;
+the others are named ``step``. :func:`step_count` reads the same value through
+wrappers that add counters of their own (``skip_nonfinite``,
+``inject_hyperparams``, ``optax.MultiSteps``), ``optax.partition`` (one optimizer
+per part) and Flax NNX variables, and falls back to a bare transform's ``step``.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from flax import nnx
 from wdchain._learning_rate import ScaleByLearningRateState
 
 # Where the count is read, best first: the learning-rate step (every optimizer), then
-# any other wdchain or optax state with a ``count`` field (a bare transform, or an
-# optimizer wdchain did not build), then an untyped ``"count"`` key (a state a
-# checkpoint library turned into dicts).
+# any other wdchain or optax state with a ``count`` or ``step`` field (a bare
+# transform, or an optimizer wdchain did not build), then an untyped ``"count"`` key
+# (a state a checkpoint library turned into dicts).
 _LEARNING_RATE, _TYPED, _UNTYPED = 0, 1, 2
 
 
@@ -40,8 +42,9 @@ def _counts(node: Any) -> Iterator[tuple[int, Any]]:
         yield _LEARNING_RATE, _value(node.count)
         return
     if hasattr(node, "_fields"):  # a NamedTuple state
-        if "count" in node._fields:
-            yield _TYPED, _value(node.count)
+        for name in ("count", "step"):
+            if name in node._fields:
+                yield _TYPED, _value(getattr(node, name))
         for field in node._fields:
             yield from _counts(getattr(node, field))
     elif isinstance(node, (tuple, list)):
@@ -66,9 +69,10 @@ def step_count(state: Any) -> jax.Array:
     micro-batches. It is a JAX int32 scalar, so it can be read inside ``jit``; it
     saturates at 2³¹ − 1 as the counts do.
 
-    ``optax.tree.get(state, "count")`` raises for a wdchain optimizer ("Found
-    multiple values for 'count'"): each transform keeps its own count (they agree).
-    This is the one to read.
+    For a single wdchain optimizer ``optax.tree.get(state, "count")`` gives the same
+    value (its learning-rate step's ``count``); under a wrapper with a counter of
+    its own, or ``optax.partition`` of two optimizers, it finds several and raises
+    ("Found multiple values for 'count'"): this function reads the right one.
 
     Args:
       state: an optimizer state, or an ``nnx.Optimizer``.
