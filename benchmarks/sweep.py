@@ -8,7 +8,10 @@ operands each step: its FLOP/s is the machine's rate for these shapes, in the sa
 process. A third, for reference, runs ``cells`` square (100×100)·(100×100) matmuls per
 step (the layout XLA handles best). The ratio of the two is the share of the matmul rate the sweep
 reaches; the rest goes to element-wise work (LayerNorm, ReLU, softmax, the optimizer).
-Rounds alternate the two programs (the machine may be shared); medians are reported.
+Rounds alternate the programs (the machine may be shared); medians are reported.
+The sweep's program runs as the runner builds it (on a CPU each cell gets its own copy
+of the batch); a twin that shares the batch among the cells is timed beside it, and
+the median of their paired ratios is reported (``per_cell_over_shared``).
 
 ``--preset NAME`` also runs that preset end to end (``sweep``) and reports its wall
 time, compile included.
@@ -33,7 +36,7 @@ import numpy as np
 from wdchain.ablate import PRESETS, sweep
 from wdchain.ablate._arms import parse_arm
 from wdchain.ablate._builtin import TASKS
-from wdchain.ablate._engine import GridProgram, local_mesh
+from wdchain.ablate._engine import GridProgram, batch_per_cell, local_mesh
 
 
 def dot_generals(jaxpr: Any, repeat: int = 1) -> list[tuple[Any, Any, Any, int]]:
@@ -139,8 +142,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         nonlocal carry
         carry, _ = program.train_chunk(carry, 0, 0)
 
+    shared = GridProgram(task, arm, lrs, wds, local_mesh(None), per_cell_batch=False)
+    shared_carry = shared.initial_carry(0)
+
+    def shared_chunk():
+        nonlocal shared_carry
+        shared_carry, _ = shared.train_chunk(shared_carry, 0, 0)
+
     square, square_flops = square_batched(len(lrs))
-    ways = (("sweep", sweep_chunk), ("matmuls", matmuls), ("square", square))
+    ways = (("sweep", sweep_chunk), ("shared", shared_chunk), ("matmuls", matmuls),
+            ("square", square))
     for _, fn in ways:  # compile and warm up
         fn()
     times: dict[str, list[float]] = {name: [] for name, _ in ways}
@@ -152,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     median = {name: float(np.median(values)) for name, values in times.items()}
     # Seconds per step of each, then the sweep's rate as a share of the matmuls' rate.
     ratios = [(m / matmul_steps) / (s / steps) for s, m in zip(times["sweep"], times["matmuls"])]
+    per_cell = [s / b for s, b in zip(times["sweep"], times["shared"])]
     figures: dict[str, Any] = {
         "task": args.task, "arm": args.arm, "cells": len(lrs), "steps": steps,
         "device": f"{jax.devices()[0].platform} × {len(jax.devices())}",
@@ -162,6 +174,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "share_of_matmul_rate": float(np.median(ratios)),
         "share_quartiles": [float(q) for q in np.quantile(ratios, [0.25, 0.75])],
         "ms_per_step": 1e3 * median["sweep"] / steps,
+        "batch": "per cell" if batch_per_cell(batches, program.padded) else "shared",
+        "shared_batch_ms_per_step": 1e3 * median["shared"] / steps,
+        "per_cell_over_shared": float(np.median(per_cell)),
+        "per_cell_over_shared_quartiles": [float(q) for q in np.quantile(per_cell, [0.25, 0.75])],
     }
     print(f"{len(lrs)} cells, {steps} steps per chunk, {len(dots)} dot_generals, "
           f"{figures['matmul_gflop_per_step']:.3f} GFLOP of matmuls per step")
@@ -169,6 +185,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"the same matmuls alone: {figures['matmul_only_gflops']:.1f} GFLOP/s; "
           f"share {figures['share_of_matmul_rate']:.2f} "
           f"(quartiles {figures['share_quartiles'][0]:.2f}–{figures['share_quartiles'][1]:.2f})")
+    print(f"the batch {figures['batch']}; sharing it instead: "
+          f"{figures['shared_batch_ms_per_step']:.2f} ms/step; per cell / shared "
+          f"{figures['per_cell_over_shared']:.3f} (quartiles "
+          f"{figures['per_cell_over_shared_quartiles'][0]:.3f}–"
+          f"{figures['per_cell_over_shared_quartiles'][1]:.3f})")
     print(f"reference: {len(lrs)} × (100×100)·(100×100) matmuls: "
           f"{figures['square_batched_gflops']:.1f} GFLOP/s; the sweep reaches "
           f"{figures['sweep_gflops'] / figures['square_batched_gflops']:.2f} of it")

@@ -37,6 +37,7 @@ def quiet(line: str) -> None:
 
 # -- the public API ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sweep_returns_one_row_per_arm_lr_lambda_seed_with_the_csv_columns(tmp_path):
     rows = sweep(small_digits(), arms=["adam-l2", "adamw"], lrs=[1e-3, 1e-2],
                  weight_decays=[0.0, 1e-3], seeds=(0, 1), out=tmp_path, log=quiet)
@@ -59,12 +60,15 @@ def test_sweep_returns_one_row_per_arm_lr_lambda_seed_with_the_csv_columns(tmp_p
     assert _report.read_csv(tmp_path / "results.csv") == rows
 
 
-def test_a_grid_cell_equals_the_same_training_written_with_nnx_optimizer():
-    """Independent oracle: one cell of the vmapped grid against a plain NNX loop."""
+@pytest.mark.parametrize("per_cell_batch", [None, True, False],
+                         ids=["as-the-runner-does", "batch-per-cell", "batch-shared"])
+def test_a_grid_cell_equals_the_same_training_written_with_nnx_optimizer(per_cell_batch):
+    """Independent oracle: one cell of the vmapped grid against a plain NNX loop, whether
+    each cell gets its own copy of the batch (the runner's choice on a CPU) or shares it."""
     task = small_digits(epochs=2)
     arm = parse_arm("adamw-independent")
     program = GridProgram(task, arm, np.array([3e-3, 1e-2]), np.array([1e-2, 0.0]),
-                          local_mesh(None))
+                          local_mesh(None), per_cell_batch=per_cell_batch)
     carry = program.initial_carry(seed=3)
     for epoch in range(task.epochs):
         carry, _ = program.train_chunk(carry, 3, epoch)
@@ -88,6 +92,16 @@ def test_a_grid_cell_equals_the_same_training_written_with_nnx_optimizer():
     np.testing.assert_allclose(grid.validation_loss[1], loss, rtol=2e-5)
     assert grid.validation_error[1] == pytest.approx(float(metrics["error"]), abs=1e-6)
     assert grid.validation_loss[0] != grid.validation_loss[1]  # the cells differ
+
+
+def test_cells_get_their_own_batch_on_a_cpu_unless_the_copies_are_large():
+    from wdchain.ablate._engine import PER_CELL_BATCH_BYTES, batch_per_cell
+
+    steps = np.zeros((32, 100, 40), np.float32), np.zeros((32, 100), np.int32)
+    assert jax.default_backend() == "cpu" and batch_per_cell(steps, 64)
+    per_step = 100 * 40 * 4 + 100 * 4
+    assert batch_per_cell(steps, PER_CELL_BATCH_BYTES // per_step)
+    assert not batch_per_cell(steps, PER_CELL_BATCH_BYTES // per_step + 1)
 
 
 class BatchNormDropoutNet(nnx.Module):
@@ -330,6 +344,7 @@ def test_summary_says_only_what_the_numbers_support():
 
 # -- outputs, resume, sharding ---------------------------------------------------------------
 
+@pytest.mark.slow
 def test_report_writes_figures_with_provenance(tmp_path, capsys):
     _cli.main(["--task", "digits", "--arms", "adam-l2,adamw-independent", "--lrs", "1e-3,1e-2",
                "--wds", "0,1e-4,1e-2", "--epochs", "1", "--seeds", "0,1", "--out", str(tmp_path)])
@@ -365,6 +380,7 @@ RESUME_COMMAND = ["-m", "wdchain.ablate", "--task", "digits", "--arms", "adamw,a
                   "--lrs", "3e-3,3e-2", "--wds", "0,1e-2", "--epochs", "30", "--seeds", "0,1"]
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_resumes_from_its_checkpoint_and_writes_the_same_csv(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     complete = subprocess.run([sys.executable, *RESUME_COMMAND, "--out", str(tmp_path / "a")],
@@ -416,6 +432,7 @@ SHARDED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_cells_spread_over_eight_devices_agree_with_one_device():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-c", SHARDED], check=False, capture_output=True, text=True,
@@ -428,6 +445,7 @@ def test_cells_spread_over_eight_devices_agree_with_one_device():
 
 # -- the command line ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_runs_a_users_task_given_as_module_and_factory(tmp_path):
     (tmp_path / "my_task.py").write_text(textwrap.dedent("""
         from wdchain.ablate import Task
@@ -523,6 +541,7 @@ def test_a_seed_changes_the_initialisation_the_batch_order_and_the_builtin_split
     assert not np.array_equal(program.task_for(0).test[1], program.task_for(1).test[1])
 
 
+@pytest.mark.slow
 def test_every_registry_preconditioner_is_an_arm_muon_paired_with_adam():
     arms = ["lion-decoupled", "muon-independent", "lamb-l2"]
     rows = sweep(small_digits(epochs=2), arms=arms, grid_size=3, weight_decays=[1e-3],

@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the benchmark scripts, run end to end: `pytest -m slow`, run in CI
+
 BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -112,5 +114,6 @@ def test_sweep_benchmark_counts_the_models_matmul_flops():
     assert figures["matmul_gflop_per_step"] == pytest.approx(4 * per_cell / 1e9)
     assert figures["steps"] == 32  # one epoch of 3,200 examples
     assert 0 < figures["share_of_matmul_rate"] and figures["sweep_gflops"] > 0
+    assert figures["batch"] == "per cell" and figures["per_cell_over_shared"] > 0
     with pytest.raises(SystemExit):
         sweep.main(["--rounds", "0"])

@@ -97,6 +97,7 @@ def resume(directory):
             np.savez(os.path.join(directory, f"resumed-{kind}-{name}.npz"), *flat(params, state))
 
 
+@pytest.mark.slow
 def test_resumed_runs_continue_bit_for_bit(tmp_path):
     expected = {}
     for name, make in OPTIMIZERS.items():

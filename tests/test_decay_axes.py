@@ -414,6 +414,7 @@ def _apply(tx, p, s, g):
     return optax.apply_updates(p, updates), s
 
 
+@pytest.mark.slow
 def test_stable_scale_under_eight_device_sharding() -> None:
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={NUM_DEVICES}",
            "JAX_PLATFORMS": "cpu"}

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # trains the demonstrations: `pytest -m slow`, run in CI
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "decay_at_work.py"
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # the examples, run end to end: `pytest -m slow`, run in CI
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 

@@ -80,6 +80,7 @@ def resume(directory: str) -> None:
     np.savez(Path(directory) / "resumed.npz", *leaves(model, optimizer))
 
 
+@pytest.mark.slow
 def test_an_nnx_optimizer_resumes_bit_for_bit_in_a_fresh_process(tmp_path):
     model, optimizer = build()
     run(model, optimizer, 0, SAVE_AT)

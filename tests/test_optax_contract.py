@@ -428,6 +428,7 @@ _SHARDING_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("opt", _SHARDING_CASES)
 def test_state_sharding_types_match_between_init_update_and_jit(opt, sharding_report):
     """sharding_test.test_state_sharding_type_init_match_update and

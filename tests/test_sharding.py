@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # 8 simulated devices in a subprocess: `pytest -m slow`, run in CI
+
 NUM_DEVICES, NUM_STEPS = 8, 6
 OPTIMIZERS = {
     "adamw": "wdchain.adamw(lr=1e-2, weight_decay=0.1)",
