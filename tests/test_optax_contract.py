@@ -416,11 +416,10 @@ def sharding_report() -> dict[str, Any]:
 
 
 # Whole-leaf norms are jnp.sqrt(jnp.sum(x * x)) (explicit sharding refuses to flatten a
-# sharded leaf), so LAMB passes. Still open under explicit sharding: Muon's Newton–Schulz
-# matmuls contract a sharded dimension (they need an out_sharding), and Adafactor's
-# factored state gets another sharding type at update than at init.
-_OPEN = {"muon": "Newton–Schulz contracts a sharded dimension (needs out_sharding)",
-         "adafactor": "the factored state's sharding type differs between init and update"}
+# sharded leaf), so LAMB passes; Adafactor's factored state is made at init with the type
+# of the means the update stores in it. Still open under explicit sharding: Muon's
+# Newton–Schulz matmuls contract a sharded dimension (they need an out_sharding).
+_OPEN = {"muon": "Newton–Schulz contracts a sharded dimension (needs out_sharding)"}
 _SHARDING_CASES = [
     pytest.param(o, id=o.id, marks=[pytest.mark.xfail(reason=reason)
                                     for name, reason in _OPEN.items() if name in o.id])

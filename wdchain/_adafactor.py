@@ -79,8 +79,11 @@ def scale_by_adafactor(
             shape = jnp.shape(p)
             if not _tree.is_float(p) or len(shape) < 2:
                 return empty, empty, jnp.zeros_like(p, dtype) if _tree.is_float(p) else empty
-            return (jnp.zeros((*shape[:-1], 1), dtype), jnp.zeros((*shape[:-2], 1, shape[-1]),
-                    dtype), empty)
+            # R and C take the type of the means the update stores in them (under explicit
+            # sharding C keeps the params' sharded last axis), so init and update agree.
+            row = jax.eval_shape(lambda q: jnp.mean(q, -1, keepdims=True), p)
+            col = jax.eval_shape(lambda q: jnp.mean(q, -2, keepdims=True), p)
+            return jnp.zeros_like(row, dtype), jnp.zeros_like(col, dtype), empty
 
         row, col, variance = _tree.unzip(params, jax.tree.map(slots, params), 3)
         return ScaleByAdafactorState(jnp.zeros([], jnp.int32), row, col, variance)
