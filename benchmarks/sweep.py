@@ -10,8 +10,10 @@ step (the layout XLA handles best). The ratio of the two is the share of the mat
 reaches; the rest goes to element-wise work (LayerNorm, ReLU, softmax, the optimizer).
 Rounds alternate the programs (the machine may be shared); medians are reported.
 The sweep's program runs as the runner builds it (on a CPU each cell gets its own copy
-of the batch); a twin that shares the batch among the cells is timed beside it, and
-the median of their paired ratios is reported (``per_cell_over_shared``).
+of the batch); a twin that shares the batch among the cells is timed beside it, alone
+and as ``--parallel`` grids trained at once (as ``sweep`` runs them on a CPU), and the
+medians of their paired ratios are reported (``per_cell_over_shared``,
+``per_cell_over_shared_at_once``).
 
 ``--preset NAME`` also runs that preset end to end (``sweep``) and reports its wall
 time, compile included.
@@ -26,7 +28,9 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax
@@ -116,12 +120,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--cells", type=int, default=64, help="cells of the grid (a square)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per timed chunk")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--parallel", type=int, default=os.cpu_count() or 1,
+                        help="grids trained at once, as sweep does (default: the cores)")
     parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
                         help="also run this preset end to end and time it")
     parser.add_argument("--json", default=None, help="write the figures to this file")
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.cells < 1 or args.epochs < 1:
-        parser.error("--rounds, --cells and --epochs must be ≥ 1")
+    if args.rounds < 1 or args.cells < 1 or args.epochs < 1 or args.parallel < 1:
+        parser.error("--rounds, --cells, --epochs and --parallel must be ≥ 1")
 
     arm = parse_arm(args.arm)
     side = max(1, round(math.sqrt(args.cells)))
@@ -149,9 +155,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         nonlocal shared_carry
         shared_carry, _ = shared.train_chunk(shared_carry, 0, 0)
 
+    def at_once(per_cell_batch: bool) -> Any:
+        """``--parallel`` grids training side by side in threads, as ``sweep`` runs them."""
+        grids = [GridProgram(task, arm, lrs, wds, local_mesh(None), per_cell_batch=per_cell_batch)
+                 for _ in range(args.parallel)]
+        carries = [grid.initial_carry(0) for grid in grids]
+
+        def train(i: int) -> None:
+            carries[i], _ = grids[i].train_chunk(carries[i], 0, 0)
+
+        def run() -> None:
+            with ThreadPoolExecutor(args.parallel) as pool:
+                list(pool.map(train, range(args.parallel)))
+
+        return run
+
     square, square_flops = square_batched(len(lrs))
     ways = (("sweep", sweep_chunk), ("shared", shared_chunk), ("matmuls", matmuls),
-            ("square", square))
+            ("square", square), ("sweep_at_once", at_once(True)),
+            ("shared_at_once", at_once(False)))
     for _, fn in ways:  # compile and warm up
         fn()
     times: dict[str, list[float]] = {name: [] for name, _ in ways}
@@ -164,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Seconds per step of each, then the sweep's rate as a share of the matmuls' rate.
     ratios = [(m / matmul_steps) / (s / steps) for s, m in zip(times["sweep"], times["matmuls"])]
     per_cell = [s / b for s, b in zip(times["sweep"], times["shared"])]
+    per_cell_at_once = [s / b for s, b in zip(times["sweep_at_once"], times["shared_at_once"])]
     figures: dict[str, Any] = {
         "task": args.task, "arm": args.arm, "cells": len(lrs), "steps": steps,
         "device": f"{jax.devices()[0].platform} × {len(jax.devices())}",
@@ -178,6 +201,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "shared_batch_ms_per_step": 1e3 * median["shared"] / steps,
         "per_cell_over_shared": float(np.median(per_cell)),
         "per_cell_over_shared_quartiles": [float(q) for q in np.quantile(per_cell, [0.25, 0.75])],
+        "parallel": args.parallel,
+        "per_cell_over_shared_at_once": float(np.median(per_cell_at_once)),
+        "per_cell_over_shared_at_once_quartiles": [
+            float(q) for q in np.quantile(per_cell_at_once, [0.25, 0.75])],
+        "at_once_ms_per_step": 1e3 * median["sweep_at_once"] / steps,
     }
     print(f"{len(lrs)} cells, {steps} steps per chunk, {len(dots)} dot_generals, "
           f"{figures['matmul_gflop_per_step']:.3f} GFLOP of matmuls per step")
@@ -190,6 +218,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{figures['per_cell_over_shared']:.3f} (quartiles "
           f"{figures['per_cell_over_shared_quartiles'][0]:.3f}–"
           f"{figures['per_cell_over_shared_quartiles'][1]:.3f})")
+    print(f"{args.parallel} grids at once: {figures['at_once_ms_per_step']:.2f} ms per step of "
+          f"each; per cell / shared {figures['per_cell_over_shared_at_once']:.3f} (quartiles "
+          f"{figures['per_cell_over_shared_at_once_quartiles'][0]:.3f}–"
+          f"{figures['per_cell_over_shared_at_once_quartiles'][1]:.3f})")
     print(f"reference: {len(lrs)} × (100×100)·(100×100) matmuls: "
           f"{figures['square_batched_gflops']:.1f} GFLOP/s; the sweep reaches "
           f"{figures['sweep_gflops'] / figures['square_batched_gflops']:.2f} of it")

@@ -12,8 +12,9 @@ On a CPU each cell gets its own copy of the batch (a broadcast along the cell ax
 the copies take at most ``PER_CELL_BATCH_BYTES``): every matmul is then a batched
 matmul, cell by cell, instead of one wide matmul of the shared batch against all cells'
 first-layer weights, whose operands XLA:CPU transposes every step (forward and
-backward). Measured on a 2-core CPU, the LayerNorm MLP's grid trains 0.91× as long
-per step (``benchmarks/sweep.py --batch shared``). The two compute the same sums; only the rounding
+backward). Measured on a 2-core CPU (``benchmarks/sweep.py``), the LayerNorm MLP's
+grids train 0.92× as long per step when two train at once, as the runner trains them
+there; one alone is as fast either way (1.00×). The two compute the same sums; only the rounding
 of the first layer's products may differ. Other backends share the batch.
 
 Seeds run one after the other, each over all devices: on a 2-core CPU one seed's 64
