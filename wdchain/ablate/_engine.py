@@ -191,15 +191,13 @@ class GridProgram:
         def run_chunk(carry: Carry, lrs, weight_decays, batches) -> Carry:
             per_cell = (batch_per_cell(batches, cells) if self.per_cell_batch is None
                         else self.per_cell_batch)
+            grid_step = per_cell_batch_step if per_cell else shared_batch_step
 
             def body(carry: Carry, batch):
                 if per_cell:
-                    params, opt_state, rest, loss = per_cell_batch_step(
-                        carry.params, carry.opt_state, carry.rest, lrs, weight_decays,
-                        _broadcast_cells(batch, cells))
-                else:
-                    params, opt_state, rest, loss = shared_batch_step(
-                        carry.params, carry.opt_state, carry.rest, lrs, weight_decays, batch)
+                    batch = _broadcast_cells(batch, cells)
+                params, opt_state, rest, loss = grid_step(
+                    carry.params, carry.opt_state, carry.rest, lrs, weight_decays, batch)
                 return Carry(params, opt_state, rest,
                              carry.diverged | ~jnp.isfinite(loss)), None
 
