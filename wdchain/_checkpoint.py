@@ -210,7 +210,8 @@ def restore_state(
             "and 'step'): pass the optimizer and the model, restore_state(optimizer, "
             "model, loaded), or restored['opt_state'] with tx and params."
         )
-    wanted, found = _by_path(template), _upgrade(_by_path(restored), _by_path(template))
+    wanted = _by_path(template)
+    found = _upgrade(_by_path(restored), wanted)
     for path in wanted:
         if path not in found:
             raise ValueError(

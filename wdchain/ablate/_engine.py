@@ -14,8 +14,8 @@ matmul, cell by cell, instead of one wide matmul of the shared batch against all
 first-layer weights, whose operands XLA:CPU transposes every step (forward and
 backward). Measured on a 2-core CPU (``benchmarks/sweep.py``), the LayerNorm MLP's
 grids train 0.92× as long per step when two train at once, as the runner trains them
-there; one alone is as fast either way (1.00×). The two compute the same sums; only the rounding
-of the first layer's products may differ. Other backends share the batch.
+there; one alone is as fast either way (1.00×). The two compute the same sums; only
+the rounding of the first layer's products may differ. Other backends share the batch.
 
 Seeds run one after the other, each over all devices: on a 2-core CPU one seed's 64
 cells per program are faster than three seeds' 192 (whose state no longer fits in the
