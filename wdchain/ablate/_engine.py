@@ -41,6 +41,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import wdchain
 from wdchain.ablate._arms import Arm
+from wdchain.ablate._convolutions import canonical_convolutions
 from wdchain.ablate._task import Task
 
 EVAL_BATCH = 1000
@@ -109,6 +110,10 @@ class GridProgram:
       per_cell_batch: give each cell its own copy of the batch (True) or share it
         (False); None decides by :func:`batch_per_cell`. Only the speed (and the
         rounding of the first layer's products) differs.
+      cells_per_program: train the cells in groups of at most this many per program
+        run (``groups``: ``group`` of :meth:`initial_carry`, :meth:`train_chunk`,
+        :meth:`evaluate`); None: all at once. Every group has the same padded size, so
+        the program compiles once for all of them.
 
     A seed changes the initial weights (``task.model(nnx.Rngs(seed))``, so also the
     model's other RNG streams, e.g. Dropout's), the batch order and, for tasks with
@@ -116,7 +121,8 @@ class GridProgram:
     """
 
     def __init__(self, task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray,
-                 mesh: Mesh, per_cell_batch: bool | None = None):
+                 mesh: Mesh, per_cell_batch: bool | None = None,
+                 cells_per_program: int | None = None):
         self.task, self.arm, self.mesh = task, arm, mesh
         self.per_cell_batch = per_cell_batch
         self.cells = len(lrs)
@@ -125,11 +131,14 @@ class GridProgram:
         self._first_run = threading.Lock()  # threads of one arm compile it once
         self._compiled = False
         devices = mesh.devices.size
-        self.padded = math.ceil(self.cells / devices) * devices
-        pad = self.padded - self.cells
-        self.lrs = np.concatenate([lrs, np.repeat(lrs[-1:], pad)]).astype(np.float32)
-        self.weight_decays = np.concatenate(
-            [weight_decays, np.repeat(weight_decays[-1:], pad)]).astype(np.float32)
+        per_group = self.cells if cells_per_program is None else min(cells_per_program,
+                                                                     self.cells)
+        self.groups = [range(start, min(start + per_group, self.cells))
+                       for start in range(0, self.cells, per_group)]
+        self.padded = math.ceil(per_group / devices) * devices  # cells per program run
+        self.lrs, self.weight_decays = (
+            np.stack([_pad(np.asarray(values)[group], self.padded) for group in self.groups])
+            for values in (lrs, weight_decays))  # (groups, padded), float32
         self._tasks: dict[int, Task] = {}
         self.steps_per_epoch = self.task_for(0).train_steps_per_epoch()
         self.total_steps = task.epochs * self.steps_per_epoch
@@ -184,6 +193,9 @@ class GridProgram:
             updates, opt_state = make_tx(lr, weight_decay).update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, rest, loss
 
+        if jax.default_backend() == "cpu":  # see wdchain.ablate._convolutions
+            cell_step = canonical_convolutions(cell_step)
+
         shared_batch_step = jax.vmap(cell_step, in_axes=(0, 0, 0, 0, 0, None))
         per_cell_batch_step = jax.vmap(cell_step, in_axes=(0, 0, 0, 0, 0, 0))
         cells = self.padded
@@ -237,52 +249,56 @@ class GridProgram:
         return x[order], y[order]
 
     # -- running ---------------------------------------------------------------------
-    def initial_carry(self, seed: int) -> Carry:
-        """Every cell at the seed's initial weights, sharded over the mesh."""
+    def initial_carry(self, seed: int, group: int = 0) -> Carry:
+        """Every cell of ``group`` at the seed's initial weights, sharded over the mesh."""
         params, rest = self._model_state(seed)
         params = self._put_cells(_broadcast_cells(params, self.padded))
         rest = self._put_cells(_broadcast_cells(rest, self.padded))
-        lrs, weight_decays = self.cell_hyperparams()
+        lrs, weight_decays = self.cell_hyperparams(group)
         opt_state = self._init_state(params, lrs, weight_decays)
         diverged = self._put_cells(jnp.zeros(self.padded, bool))
         return Carry(params, opt_state, rest, diverged)
 
-    def cell_hyperparams(self) -> tuple[jax.Array, jax.Array]:
-        """Per-cell lr and λ, sharded over the mesh."""
-        return self._put_cells(jnp.asarray(self.lrs)), self._put_cells(
-            jnp.asarray(self.weight_decays))
+    def cell_hyperparams(self, group: int = 0) -> tuple[jax.Array, jax.Array]:
+        """Per-cell lr and λ of ``group``, sharded over the mesh."""
+        return self._put_cells(jnp.asarray(self.lrs[group])), self._put_cells(
+            jnp.asarray(self.weight_decays[group]))
 
     def _put_cells(self, tree: Any) -> Any:
         return jax.device_put(tree, self._cell_sharding)
 
-    def train_chunk(self, carry: Carry, seed: int, first_epoch: int) -> tuple[Carry, int]:
+    def train_chunk(self, carry: Carry, seed: int, first_epoch: int,
+                    group: int = 0) -> tuple[Carry, int]:
         """Trains ``self.chunk`` epochs (fewer at the end); the carry and the next epoch."""
         if not self._compiled:
             with self._first_run:  # a second thread waits here rather than compile again
-                result = self._train_chunk(carry, seed, first_epoch)
+                result = self._train_chunk(carry, seed, first_epoch, group)
                 self._compiled = True
                 return result
-        return self._train_chunk(carry, seed, first_epoch)
+        return self._train_chunk(carry, seed, first_epoch, group)
 
-    def _train_chunk(self, carry: Carry, seed: int, first_epoch: int) -> tuple[Carry, int]:
+    def _train_chunk(self, carry: Carry, seed: int, first_epoch: int,
+                     group: int) -> tuple[Carry, int]:
         epochs = range(first_epoch, min(first_epoch + self.chunk, self.task.epochs))
         batches = jax.device_put(self.batches(seed, epochs), self._replicated)
-        lrs, weight_decays = self.cell_hyperparams()
+        lrs, weight_decays = self.cell_hyperparams(group)
         carry = self._run_chunk(carry, lrs, weight_decays, batches)
         jax.block_until_ready(carry)
         return carry, epochs.stop
 
-    def evaluate(self, carry: Carry, seed: int) -> Metrics:
-        """Loss and error on each split, per cell (the padding dropped).
+    def evaluate(self, carry: Carry, seed: int, group: int = 0) -> Metrics:
+        """Loss and error on each split, per cell of ``group`` (the padding dropped).
 
         A cell whose training loss was ever non-finite, or whose final losses are,
         is diverged: its losses and errors are NaN, never a number read as an error.
         """
         task = self.task_for(seed)
-        validation = self._evaluate_split(carry, task.validation)
-        test = self._evaluate_split(carry, task.test)
-        train = validation if callable(task.train) else self._evaluate_split(carry, task.train)
-        diverged = np.asarray(carry.diverged)[: self.cells]
+        real = len(self.groups[group])
+        validation = self._evaluate_split(carry, task.validation, real)
+        test = self._evaluate_split(carry, task.test, real)
+        train = validation if callable(task.train) else self._evaluate_split(
+            carry, task.train, real)
+        diverged = np.asarray(carry.diverged)[:real]
         values = [train[0], *validation, *test]
         diverged = diverged | ~np.all([np.isfinite(v) for v in values], axis=0)
         train_loss, validation_loss, validation_error, test_loss, test_error = (
@@ -290,7 +306,8 @@ class GridProgram:
         return Metrics(train_loss, validation_loss, validation_error, test_loss, test_error,
                        diverged)
 
-    def _evaluate_split(self, carry: Carry, split: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _evaluate_split(self, carry: Carry, split: Any,
+                        real: int) -> tuple[np.ndarray, np.ndarray]:
         x, y = split
         size = len(x)
         loss_sum = np.zeros(self.padded)
@@ -301,7 +318,7 @@ class GridProgram:
                                          jax.device_put(part, self._replicated))
             loss_sum += np.asarray(loss, np.float64) * len(part[0])
             error_sum += np.asarray(error, np.float64) * len(part[0])
-        return loss_sum[: self.cells] / size, error_sum[: self.cells] / size
+        return loss_sum[:real] / size, error_sum[:real] / size
 
 
 def batch_per_cell(batches: Any, cells: int) -> bool:
@@ -321,6 +338,11 @@ def _split(model: nnx.Module) -> tuple[Any, Any, Any]:
     """(graph, params, everything else) of a module."""
     graph, params, rest = nnx.split(model, nnx.Param, ...)  # type: ignore[misc]
     return graph, params, rest
+
+
+def _pad(values: np.ndarray, size: int) -> np.ndarray:
+    """``values`` (float32) with the last repeated up to ``size`` entries."""
+    return np.concatenate([values, np.repeat(values[-1:], size - len(values))]).astype(np.float32)
 
 
 def _broadcast_cells(tree: Any, cells: int) -> Any:

@@ -1,0 +1,295 @@
+"""How a grid's cells run, chosen by measuring: one program, groups, or one cell at a time.
+
+A grid of cells can train as
+
+- ``vmap``: every cell in one vmapped program (the fastest for small dense models,
+  whose per-cell matmuls batch well);
+- ``groups``: programs of ``cells_per_program`` cells, one group after another, each
+  group trained for all its epochs before the next starts (only one group's state is
+  held at a time, so a grid larger than the memory still runs);
+- ``loop``: one cell per device per program, the cells one after another (the program
+  compiles once: lr and λ are traced values).
+
+The three train the same cells on the same batches from the same initial weights, so
+they give the same results to float tolerance. Which is fastest depends on the model,
+so with ``layout=None`` :func:`plan` measures: it compiles a short program of each
+candidate size (one cell per device, then 4×, 16×… as many, up to all the cells or
+as many as fit in memory), times ``PROBE_STEPS`` steps of it, and keeps the fastest per
+cell and step. The probe stops before it would exceed ``PROBE_SHARE`` of the run's
+estimated time; runs too short to probe keep the largest size that fits.
+
+Memory: the largest group that fits is read from the compiled program's own memory
+analysis (``.compile().memory_analysis()``: arguments, outputs and temporaries, less
+what is aliased), scaled per cell, against the free memory of each device
+(``memory_stats()``) or, on a CPU, the memory the machine has available, of which
+``MEMORY_MARGIN`` is left unused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from wdchain.ablate._arms import Arm
+from wdchain.ablate._engine import GridProgram
+from wdchain.ablate._task import Task
+
+LAYOUTS = ("vmap", "groups", "loop")
+PROBE_SHARE = 0.10
+"""The probe may take at most this share of the run's estimated time."""
+PROBE_STEPS = 2
+NOMINAL_FLOPS = 20e9
+"""FLOP/s per device assumed to estimate a run's time before anything is measured."""
+MEMORY_MARGIN = 0.25
+"""Share of the available memory left unused when choosing how many cells fit."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How each arm's grid runs, and why.
+
+    Attributes:
+      layout: ``vmap``, ``groups`` or ``loop``.
+      cells_per_program: cells trained by one program run.
+      seconds_per_cell_step: measured for each probed size (empty when not probed).
+      probe_seconds: what the probe took (compiles included).
+      cell_bytes: memory per cell from the compiled program's analysis (0: not read).
+      available_bytes: the memory the choice was made against (0: not read).
+      reason: one line on how the layout was chosen.
+    """
+
+    layout: str
+    cells_per_program: int
+    seconds_per_cell_step: dict[int, float]
+    probe_seconds: float
+    cell_bytes: float
+    available_bytes: float
+    reason: str
+
+    def as_json(self) -> dict[str, Any]:
+        """What ``run.json`` records."""
+        return {
+            "layout": self.layout, "cells_per_program": self.cells_per_program,
+            "probe": {str(k): v for k, v in self.seconds_per_cell_step.items()},
+            "probe_seconds": round(self.probe_seconds, 3),
+            "cell_megabytes": round(self.cell_bytes / 2**20, 3),
+            "available_megabytes": round(self.available_bytes / 2**20, 1),
+            "reason": self.reason,
+        }
+
+    def describe(self) -> str:
+        """The line the log shows."""
+        probe = ", ".join(f"{size} cells {1e3 * seconds:.2f} ms"
+                          for size, seconds in self.seconds_per_cell_step.items())
+        probed = f"; per cell-step: {probe} (probe {self.probe_seconds:.1f} s)" if probe else ""
+        return (f"layout {self.layout}, {self.cells_per_program} cells per program: "
+                f"{self.reason}{probed}")
+
+
+def layout_name(size: int, cells: int, devices: int) -> str:
+    """``vmap`` (all the cells), ``loop`` (one per device) or ``groups``."""
+    if size >= cells:
+        return "vmap"
+    return "loop" if size <= devices else "groups"
+
+
+def available_memory(device: Any, parallel: int) -> tuple[float, int]:
+    """(bytes free for one grid, devices sharing them): a device's own, or the host's."""
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        return float(stats["bytes_limit"] - stats.get("bytes_in_use", 0)) / parallel, 1
+    return _host_available() / parallel, 0
+
+
+def _host_available() -> float:
+    try:
+        with open("/proc/meminfo") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def program_bytes(compiled: Any) -> float:
+    """Arguments + outputs − aliased + temporaries of a compiled program (0: unknown)."""
+    try:
+        stats = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - backends without the analysis
+        return 0.0
+    if stats is None:
+        return 0.0
+    return float(stats.argument_size_in_bytes + stats.output_size_in_bytes
+                 - stats.alias_size_in_bytes + stats.temp_size_in_bytes)
+
+
+class _Probe:
+    """A compiled ``PROBE_STEPS``-step program of ``size`` cells, ready to time."""
+
+    def __init__(self, task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray,
+                 mesh: Any, size: int):
+        start = time.perf_counter()
+        take = np.arange(size) % len(lrs)
+        self.program = GridProgram(task, arm, lrs[take], weight_decays[take], mesh)
+        program = self.program
+        self.carry = program.initial_carry(0)
+        x, y = program.batches(0, range(1))
+        steps = min(PROBE_STEPS, len(x))
+        self.step_bytes = sum(a[0].nbytes for a in (x, y))
+        self.batches = jax.device_put((x[:steps], y[:steps]), program._replicated)
+        self.steps = steps
+        self.hyper = program.cell_hyperparams()
+        self.compiled = program._run_chunk.lower(self.carry, *self.hyper, self.batches).compile()
+        self.bytes = program_bytes(self.compiled)
+        self.compile_seconds = time.perf_counter() - start
+
+    def seconds_per_cell_step(self) -> float:
+        """Runs the program twice; the second run's time per cell and step."""
+        for _ in range(2):
+            start = time.perf_counter()
+            self.carry = self.compiled(self.carry, *self.hyper, self.batches)
+            jax.block_until_ready(self.carry)
+            seconds = time.perf_counter() - start
+        return seconds / (self.steps * self.program.padded)
+
+
+def plan(task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray, mesh: Any, *,
+         layout: str | None, cells_per_program: int | None, cell_steps: float,
+         parallel: int = 1, log: Callable[[str], None] | None = None) -> Plan:
+    """How ``arm``'s grid of ``lrs × weight_decays`` cells runs (see the module).
+
+    Args:
+      layout: ``vmap``, ``groups``, ``loop`` or None (measure).
+      cells_per_program: the cells one program trains; None: as many as fit.
+      cell_steps: the run's training steps summed over every cell, arm and seed.
+      parallel: grids trained at once (they share the memory).
+    """
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(f"sweep: layout must be one of {', '.join(LAYOUTS)} or None "
+                         f"(measure), got {layout!r}")
+    if cells_per_program is not None and (
+            isinstance(cells_per_program, bool) or not isinstance(cells_per_program, int)
+            or cells_per_program < 1):
+        raise ValueError(f"sweep: cells_per_program must be an integer ≥ 1 or None (as many "
+                         f"as fit), got {cells_per_program!r}")
+    cells, devices = len(lrs), mesh.devices.size
+    started = time.perf_counter()
+    smallest = _Probe(task, arm, lrs, weight_decays, mesh, devices)
+    cell_bytes, available, fit = _capacity(smallest, devices, parallel)
+    if fit < devices:
+        raise ValueError(
+            f"sweep: one cell per device does not fit: a cell needs "
+            f"{cell_bytes / 2**20:,.1f} MB (parameters, optimizer state and a step's "
+            f"activations, from the compiled program's memory analysis) and a step's batch "
+            f"{smallest.step_bytes / 2**20:,.1f} MB; {available / 2**20:,.0f} MB are "
+            f"available per grid ({MEMORY_MARGIN:.0%} kept free, {parallel} grid(s) at "
+            "once); use a smaller model or batch, fewer grids at once (parallel=1), or a "
+            "device with more memory")
+    largest = min(cells, fit)
+    sizes = _candidates(cells, devices, largest)
+    times: dict[int, float] = {}
+
+    def done(size: int, reason: str) -> Plan:
+        return Plan(layout_name(size, cells, devices), size, times,
+                    time.perf_counter() - started, cell_bytes, available, reason)
+
+    if cells_per_program is not None:
+        size = min(cells_per_program, cells)
+        if layout is not None and layout_name(size, cells, devices) != layout and not (
+                layout == "groups" and size < cells):
+            raise ValueError(
+                f"sweep: layout={layout!r} contradicts cells_per_program={cells_per_program} "
+                f"for a grid of {cells} cells over {devices} device(s); give one of them")
+        if size > fit:
+            _warn(log, f"cells_per_program={cells_per_program} may not fit: about "
+                       f"{fit} cells fit in the available memory")
+        return done(size, f"cells_per_program={cells_per_program} was given")
+    if layout == "vmap":
+        if cells > fit:
+            raise ValueError(
+                f"sweep: layout='vmap' needs all {cells} cells in one program, "
+                f"about {cells * cell_bytes / 2**20:,.0f} MB, but {available / 2**20:,.0f} "
+                f"MB are available ({MEMORY_MARGIN:.0%} kept free); about {fit} cells fit: "
+                "use layout='groups' or None")
+        return done(cells, "layout='vmap' was given")
+    if layout == "loop":
+        return done(devices, "layout='loop' was given")
+    if layout == "groups":
+        sizes = [size for size in sizes if devices < size < cells] or [min(largest, cells)]
+    elif len(sizes) == 1:
+        return done(largest, "the only size that fits" if largest < cells else
+                    "one cell per device is all the cells")
+    budget = PROBE_SHARE * _estimated_seconds(smallest, cell_steps, devices)
+    if layout is None and time.perf_counter() - started + 2 * smallest.compile_seconds > budget:
+        return done(largest, f"the run is estimated at {budget / PROBE_SHARE:.0f} s (its FLOPs "
+                    f"at {NOMINAL_FLOPS / 1e9:.0f} GFLOP/s per device), too short to probe "
+                    f"within {PROBE_SHARE:.0%} of it; the largest size that fits")
+    probes = {devices: smallest}
+    for size in sizes:
+        probe = probes.get(size) or _Probe(task, arm, lrs, weight_decays, mesh, size)
+        times[size] = probe.seconds_per_cell_step()
+        best = min(times.values())
+        budget = max(budget, PROBE_SHARE * best * cell_steps)
+        spent = time.perf_counter() - started
+        following = [s for s in sizes if s > size]
+        if following and spent + probe.compile_seconds * 1.5 + 3 * PROBE_STEPS * best * (
+                following[0]) > budget:
+            reason = (f"probed up to {size} cells within {PROBE_SHARE:.0%} of the run's "
+                      f"estimated {best * cell_steps:.0f} s; the fastest per cell")
+            break
+    else:
+        reason = "the fastest per cell and step of those probed"
+    fastest = min(times, key=times.__getitem__)
+    return done(fastest, reason)
+
+
+def _estimated_seconds(probe: _Probe, cell_steps: float, devices: int) -> float:
+    """The run's time from the single-cell program's FLOPs at ``NOMINAL_FLOPS``."""
+    try:
+        flops = float(probe.compiled.cost_analysis()["flops"]) / probe.steps
+    except Exception:  # noqa: BLE001 - backends without the analysis
+        return math.inf
+    return flops / probe.program.padded * cell_steps / (NOMINAL_FLOPS * devices)
+
+
+def _capacity(probe: _Probe, devices: int, parallel: int) -> tuple[float, float, int]:
+    """(bytes per cell, bytes available, cells that fit) from the smallest program."""
+    total = probe.bytes
+    available, _ = available_memory(probe.program.mesh.devices.flat[0], parallel)
+    if total <= 0:
+        return 0.0, available, 2**62
+    batch = probe.step_bytes * probe.steps * devices  # replicated on every device
+    cell = max(total - batch, 1.0) / probe.program.padded
+    chunk_batches = probe.step_bytes * probe.program.steps_per_epoch * probe.program.chunk
+    usable = (1 - MEMORY_MARGIN) * available * (devices if _per_device(probe) else 1)
+    fit = int((usable - chunk_batches * devices) // cell)
+    return cell, available, max(0, fit // devices * devices)
+
+
+def _per_device(probe: _Probe) -> bool:
+    device = probe.program.mesh.devices.flat[0]
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    return bool(stats and "bytes_limit" in stats)
+
+
+def _candidates(cells: int, devices: int, largest: int) -> list[int]:
+    """One cell per device, then ×4 each, up to ``largest`` (itself included)."""
+    sizes, size = [], devices
+    while size < largest:
+        sizes.append(size)
+        size *= 4
+    sizes.append(largest)
+    return sorted({min(s, cells) for s in sizes})
+
+
+def _warn(log: Callable[[str], None] | None, line: str) -> None:
+    if log is not None:
+        log(line)
