@@ -163,8 +163,11 @@ class GridProgram:
         """The seed's initial (params, other state), checked to match the program's."""
         model = self.task.model(nnx.Rngs(seed))
         model.train()
-        graph, params, rest = _split(model)
-        if graph != self._train_graph:
+        _, params, rest = _split(model)
+        # The states' paths, shapes and dtypes, not the graphs: a graph holds the module's
+        # static attributes, e.g. a functools.partial (Flax's MNIST example keeps
+        # ``partial(nnx.avg_pool, ...)``), which never compares equal to another's.
+        if _structure((params, rest)) != self._train_structure:
             raise ValueError(
                 f"Task: model(nnx.Rngs({seed})) builds a module of another structure than "
                 "model(nnx.Rngs(0)); the model must not depend on the seed except by its RNGs"
@@ -177,6 +180,7 @@ class GridProgram:
             raise TypeError(f"Task: model(rngs) must return an nnx.Module, got {model!r}")
         model.train()
         self._train_graph: Any = _split(model)[0]
+        self._train_structure = _structure(_split(model)[1:])
         model.eval()
         self._eval_graph: Any = _split(model)[0]
         loss_fn = self.task.loss_fn
@@ -341,6 +345,12 @@ def _split(model: nnx.Module) -> tuple[Any, Any, Any]:
     """(graph, params, everything else) of a module."""
     graph, params, rest = nnx.split(model, nnx.Param, ...)  # type: ignore[misc]
     return graph, params, rest
+
+
+def _structure(tree: Any) -> tuple[Any, list[tuple[tuple[int, ...], Any]]]:
+    """A tree's structure with each leaf's shape and dtype."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, [(np.shape(leaf), getattr(leaf, "dtype", None)) for leaf in leaves]
 
 
 def _pad(values: np.ndarray, size: int) -> np.ndarray:

@@ -254,7 +254,8 @@ def plan(task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray, mesh:
 def _estimated_seconds(probe: _Probe, cell_steps: float, devices: int) -> float:
     """The run's time from the single-cell program's FLOPs at ``NOMINAL_FLOPS``."""
     try:
-        flops = float(probe.compiled.cost_analysis()["flops"]) / probe.steps
+        analysis: Any = probe.compiled.cost_analysis()
+        flops = float(analysis["flops"]) / probe.steps
     except Exception:  # noqa: BLE001 - backends without the analysis
         return math.inf
     return flops / probe.program.padded * cell_steps / (NOMINAL_FLOPS * devices)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -16,7 +17,7 @@ import jax
 import numpy as np
 
 import wdchain
-from wdchain.ablate import _checks
+from wdchain.ablate import _checks, _layout
 from wdchain.ablate._arms import Arm, parse_arm
 from wdchain.ablate._engine import GridProgram, local_mesh
 from wdchain.ablate._fingerprint import fingerprint
@@ -87,6 +88,8 @@ def sweep(
     parallel: int | None = None,
     log: Callable[[str], None] | None = None,
     on_chunk: Callable[[str, int, int], None] | None = None,
+    layout: str | None = None,
+    cells_per_program: int | None = None,
 ) -> list[dict[str, Any]]:
     """Trains ``task`` for every arm × lr × λ × seed; one row (a dict) per cell.
 
@@ -122,7 +125,18 @@ def sweep(
     the first Ctrl-C stops at the end of the chunk in progress (checkpointed, so the same
     call resumes) and raises ``KeyboardInterrupt``; a second one stops at once.
       on_chunk: called as ``on_chunk(arm, seed, epochs)`` after each chunk, with the
-        number of epochs it trained (or skipped, on resuming).
+        number of epochs it trained (or skipped, on resuming); with groups of cells, the
+        epochs count in proportion to the group's share of the grid (a float).
+      layout: how each grid's cells run: ``"vmap"`` (all in one program), ``"groups"``
+        (programs of ``cells_per_program`` cells, one after another), ``"loop"`` (one
+        cell per device at a time), or None: measured before training by a probe that
+        takes at most 10 % of the run's estimated time (:mod:`wdchain.ablate._layout`).
+        The choice is logged and recorded in ``run.json``; the results do not depend on
+        it (to float tolerance).
+      cells_per_program: the most cells one program trains; None: as many as fit in the
+        memory (the compiled program's memory analysis against the device's free
+        memory, or on a CPU the machine's available memory, 25 % kept free). A grid of
+        which not even one cell per device fits is refused before training.
 
     Returns:
       A list of dicts with the keys of ``CSV_COLUMNS``: ``arm`` (the name given),
@@ -170,7 +184,10 @@ def sweep(
         store = RunStore(Path(out), config, fresh=fresh, log=log,
                          lock=jax.process_index() == 0)
     try:
-        return _sweep(task, parsed, seeds, grids, mesh, store, out, parallel, log, on_chunk)
+        plan = functools.partial(_plan, task, parsed, seeds, grids, mesh, store, parallel, log,
+                                 layout, cells_per_program)
+        return _sweep(task, parsed, seeds, grids, mesh, store, out, parallel, log, on_chunk,
+                      plan)
     finally:
         if store is not None:
             store.close()
@@ -192,7 +209,8 @@ def _warn_lost_decay(parsed: Sequence[Arm], grids: dict[str, tuple[np.ndarray, n
 def _sweep(task: Task, parsed: list[Arm], seeds: tuple[int, ...],
            grids: dict[str, tuple[np.ndarray, np.ndarray]], mesh: Any, store: RunStore | None,
            out: str | Path | None, parallel: int, log: Callable[[str], None],
-           on_chunk: Callable[[str, int, int], None] | None) -> list[dict[str, Any]]:
+           on_chunk: Callable[[str, int, int], None] | None,
+           plan: Callable[[], int | None] = lambda: None) -> list[dict[str, Any]]:
     lock = threading.Lock()
     stop = threading.Event()
 
@@ -220,13 +238,15 @@ def _sweep(task: Task, parsed: list[Arm], seeds: tuple[int, ...],
         return [row for arm in parsed for seed in seeds for row in done.get((arm.name, seed), [])]
 
     programs: dict[str, GridProgram] = {}
+    cells_per_program = plan() if todo else None
 
     def program_for(arm: Arm) -> GridProgram:
         with lock:
             if arm.name not in programs:
                 cell_lrs, cell_wds = (g.ravel() for g in np.meshgrid(*grids[arm.name],
                                                                       indexing="ij"))
-                programs[arm.name] = GridProgram(task, arm, cell_lrs, cell_wds, mesh)
+                programs[arm.name] = GridProgram(task, arm, cell_lrs, cell_wds, mesh,
+                                                 cells_per_program=cells_per_program)
             return programs[arm.name]
 
     def train(arm: Arm, seed: int) -> None:
@@ -270,32 +290,87 @@ def _train(program: GridProgram, arm: Arm, seed: int, store: RunStore | None,
            log: Callable[[str], None],
            on_chunk: Callable[[str, int, int], None] | None,
            stop: threading.Event | None = None) -> list[dict[str, Any]]:
-    carry = program.initial_carry(seed)
+    whole = len(program.groups) == 1
+    rows: list[dict[str, Any]] = []
+    for group, cells in enumerate(program.groups):
+        part = None if whole else cells
+        share = len(cells) / program.cells
+
+        def progress(epochs: int, share: float = share) -> None:
+            if on_chunk is not None and epochs:
+                on_chunk(arm.name, seed, epochs if whole else epochs * share)  # type: ignore[arg-type]
+
+        finished = store.finished(arm.name, seed, part) if store and part else None
+        if finished is not None:
+            progress(program.task.epochs)
+            rows += finished
+            continue
+        group_rows = _train_group(program, arm, seed, group, part, store, log, progress, stop)
+        if store is not None and part is not None:
+            store.finish(arm.name, seed, group_rows, part)
+        rows += group_rows
+    return rows
+
+
+def _train_group(program: GridProgram, arm: Arm, seed: int, group: int, part: range | None,
+                 store: RunStore | None, log: Callable[[str], None],
+                 progress: Callable[[int], None],
+                 stop: threading.Event | None) -> list[dict[str, Any]]:
+    carry = program.initial_carry(seed, group)
     epoch = 0
+    what = f"{arm.name} seed {seed}" + (f" cells {part.start}-{part.stop - 1}" if part else "")
     if store is not None:
-        restored = store.restore(arm.name, seed, carry)
+        restored = store.restore(arm.name, seed, carry, part)
         if restored is not None:
             epoch, carry = restored
-            log(f"resumed {arm.name} seed {seed} from its checkpoint after epoch {epoch} "
+            log(f"resumed {what} from its checkpoint after epoch {epoch} "
                 f"of {program.task.epochs}")
-    if on_chunk is not None and epoch:
-        on_chunk(arm.name, seed, epoch)
+    progress(epoch)
     while epoch < program.task.epochs:
         start = epoch
-        carry, epoch = program.train_chunk(carry, seed, epoch)
+        carry, epoch = program.train_chunk(carry, seed, epoch, group)
         if store is not None and epoch < program.task.epochs:
-            store.save(arm.name, seed, epoch, carry)
-        if on_chunk is not None:
-            on_chunk(arm.name, seed, epoch - start)
+            store.save(arm.name, seed, epoch, carry, part)
+        progress(epoch - start)
         if stop is not None and stop.is_set() and epoch < program.task.epochs:
-            raise Interrupted(f"stopped {arm.name} seed {seed} after epoch {epoch}")
-    metrics = program.evaluate(carry, seed)
+            raise Interrupted(f"stopped {what} after epoch {epoch}")
+    metrics = program.evaluate(carry, seed, group)
+    cells = program.groups[group]
     return [
         dict(zip(CSV_COLUMNS, (
-            arm.name, arm.preconditioner, arm.decay, float(lr), float(wd), seed,
+            arm.name, arm.preconditioner, arm.decay, float(program.cell_lrs[cell]),
+            float(program.cell_weight_decays[cell]), seed,
             *(float(getattr(metrics, field)[k]) for field in (
                 "train_loss", "validation_loss", "validation_error", "test_loss", "test_error")),
             bool(metrics.diverged[k]),
         )))
-        for k, (lr, wd) in enumerate(zip(program.cell_lrs, program.cell_weight_decays))
+        for k, cell in enumerate(cells)
     ]
+
+
+def _plan(task: Task, parsed: list[Arm], seeds: tuple[int, ...],
+          grids: dict[str, tuple[np.ndarray, np.ndarray]], mesh: Any,
+          store: RunStore | None, parallel: int, log: Callable[[str], None],
+          layout: str | None, cells_per_program: int | None) -> int | None:
+    """The cells per program of every arm (None: all at once), chosen by ``_layout.plan``
+    for the largest arm's grid, logged and recorded in ``run.json``."""
+    recorded = store.recorded("layout") if store is not None else None
+    if layout is None and cells_per_program is None and isinstance(recorded, dict):
+        size = int(recorded["cells_per_program"])
+        log(f"layout {recorded['layout']}, {size} cells per program (as recorded in "
+            "run.json)")
+        if store is not None:
+            store.record({"layout": recorded})
+        return size
+    cells = {arm.name: np.meshgrid(*grids[arm.name], indexing="ij")[0].size for arm in parsed}
+    steps = task.epochs * task.for_seed(seeds[0]).train_steps_per_epoch()
+    largest = max(parsed, key=lambda arm: cells[arm.name])
+    cell_lrs, cell_wds = (g.ravel() for g in np.meshgrid(*grids[largest.name], indexing="ij"))
+    chosen = _layout.plan(task, largest, cell_lrs, cell_wds, mesh, layout=layout,
+                          cells_per_program=cells_per_program,
+                          cell_steps=sum(cells.values()) * len(seeds) * steps,
+                          parallel=min(parallel, len(parsed) * len(seeds)), log=log)
+    log(chosen.describe())
+    if store is not None:
+        store.record({"layout": chosen.as_json()})
+    return chosen.cells_per_program
