@@ -16,7 +16,7 @@ from jax import lax
 from wdchain.ablate import Task, parse_arm, sweep
 from wdchain.ablate import _layout
 from wdchain.ablate._convolutions import canonical_convolutions
-from wdchain.ablate._engine import local_mesh
+from wdchain.ablate._engine import GridProgram, local_mesh
 
 
 class TinyCNN(nnx.Module):
@@ -149,12 +149,12 @@ def test_cells_per_program_none_fits_the_memory(monkeypatch):
     """With the memory of about 2 cells (of the compiled program's analysis), the grid
     runs in groups of 2 and gives the rows of the whole grid."""
     task = cnn_task(epochs=1)
-    probe = _layout._Probe(task, parse_arm("adamw"), np.array([1e-2]), np.array([0.0]),
-                           local_mesh(jax.local_devices()[:1]), 1)
-    cell, _, _ = _layout._capacity(probe, 1, 1)
-    batches = probe.step_bytes * probe.program.steps_per_epoch * probe.program.chunk
-    monkeypatch.setattr(_layout, "_host_available",
-                        lambda: (2.5 * cell + batches) / (1 - _layout.MEMORY_MARGIN))
+    program = GridProgram(task, parse_arm("adamw"), np.full(6, 1e-2), np.zeros(6),
+                          local_mesh(jax.local_devices()[:1]))
+    memory = _layout._Memory(program, 0, 1)
+    assert memory.cell > 0 and memory.fit > 6
+    monkeypatch.setattr(_layout, "_host_available", lambda: (
+        2.5 * memory.cell + memory.batches) / (1 - _layout.MEMORY_MARGIN))
     lines: list[str] = []
     rows = sweep(task, **GRID, parallel=1, log=lines.append)
     assert any(line.startswith("layout groups, 2 cells per program") for line in lines), lines

@@ -229,6 +229,8 @@ class GridProgram:
 
         self._init_state = jax.jit(jax.vmap(init))
         self._run_chunk = jax.jit(run_chunk, donate_argnums=(0,))
+        self._executables: dict[int, Any] = {}  # compiled ahead of time, by chunk steps
+        self.cell_step = cell_step
         self._evaluate = jax.jit(jax.vmap(cell_eval, in_axes=(0, 0, None)))
 
     # -- data ------------------------------------------------------------------------
@@ -289,9 +291,25 @@ class GridProgram:
         epochs = range(first_epoch, min(first_epoch + self.chunk, self.task.epochs))
         batches = jax.device_put(self.batches(seed, epochs), self._replicated)
         lrs, weight_decays = self.cell_hyperparams(group)
-        carry = self._run_chunk(carry, lrs, weight_decays, batches)
+        run = self._executables.get(len(batches[0]), self._run_chunk)
+        carry = run(carry, lrs, weight_decays, batches)
         jax.block_until_ready(carry)
         return carry, epochs.stop
+
+    def compile_chunk(self, seed: int) -> Any:
+        """The first chunk's program compiled ahead of time, kept for training (its
+        ``memory_analysis()`` and ``cost_analysis()`` are the program's own)."""
+        epochs = range(0, min(self.chunk, self.task.epochs))
+        batches = self.batches(seed, epochs)
+        steps = len(batches[0])
+        if steps not in self._executables:
+            carry = jax.eval_shape(lambda: self.initial_carry(seed))  # nothing allocated
+            hyper = jax.eval_shape(self.cell_hyperparams)
+            self._executables[steps] = self._run_chunk.lower(
+                _with_sharding(carry, self._cell_sharding),
+                *_with_sharding(hyper, self._cell_sharding),
+                _with_sharding(batches, self._replicated)).compile()
+        return self._executables[steps]
 
     def evaluate(self, carry: Carry, seed: int, group: int = 0) -> Metrics:
         """Loss and error on each split, per cell of ``group`` (the padding dropped).
@@ -351,6 +369,10 @@ def _structure(tree: Any) -> tuple[Any, list[tuple[tuple[int, ...], Any]]]:
     """A tree's structure with each leaf's shape and dtype."""
     leaves, treedef = jax.tree.flatten(tree)
     return treedef, [(np.shape(leaf), getattr(leaf, "dtype", None)) for leaf in leaves]
+
+
+def _with_sharding(tree: Any, sharding: Any) -> Any:
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree)
 
 
 def _pad(values: np.ndarray, size: int) -> np.ndarray:

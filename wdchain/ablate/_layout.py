@@ -45,8 +45,9 @@ LAYOUTS = ("vmap", "groups", "loop")
 PROBE_SHARE = 0.10
 """The probe may take at most this share of the run's estimated time."""
 PROBE_STEPS = 2
-NOMINAL_FLOPS = 20e9
-"""FLOP/s per device assumed to estimate a run's time before anything is measured."""
+NOMINAL_FLOPS = 5e9
+"""FLOP/s per device assumed to estimate a run's time before anything is measured (small
+models reach 1-30 GFLOP/s on a CPU core; the probe then re-estimates from what it measures)."""
 MEMORY_MARGIN = 0.25
 """Share of the available memory left unused when choosing how many cells fit."""
 
@@ -100,12 +101,16 @@ def layout_name(size: int, cells: int, devices: int) -> str:
     return "loop" if size <= devices else "groups"
 
 
-def available_memory(device: Any, parallel: int) -> tuple[float, int]:
-    """(bytes free for one grid, devices sharing them): a device's own, or the host's."""
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+def available_memory(device: Any, parallel: int) -> tuple[float, bool]:
+    """(bytes free for one grid, whether the devices share them): a device's own free
+    memory (``memory_stats()``), or the host's available memory (a CPU)."""
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - backends without the statistics
+        stats = None
     if stats and "bytes_limit" in stats:
-        return float(stats["bytes_limit"] - stats.get("bytes_in_use", 0)) / parallel, 1
-    return _host_available() / parallel, 0
+        return float(stats["bytes_limit"] - stats.get("bytes_in_use", 0)) / parallel, False
+    return _host_available() / parallel, True
 
 
 def _host_available() -> float:
@@ -135,20 +140,19 @@ class _Probe:
     """A compiled ``PROBE_STEPS``-step program of ``size`` cells, ready to time."""
 
     def __init__(self, task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray,
-                 mesh: Any, size: int):
+                 mesh: Any, size: int, seed: int = 0):
         start = time.perf_counter()
         take = np.arange(size) % len(lrs)
         self.program = GridProgram(task, arm, lrs[take], weight_decays[take], mesh)
         program = self.program
-        self.carry = program.initial_carry(0)
-        x, y = program.batches(0, range(1))
+        self.carry = program.initial_carry(seed)
+        x, y = program.batches(seed, range(1))
         steps = min(PROBE_STEPS, len(x))
         self.step_bytes = sum(a[0].nbytes for a in (x, y))
         self.batches = jax.device_put((x[:steps], y[:steps]), program._replicated)
         self.steps = steps
         self.hyper = program.cell_hyperparams()
         self.compiled = program._run_chunk.lower(self.carry, *self.hyper, self.batches).compile()
-        self.bytes = program_bytes(self.compiled)
         self.compile_seconds = time.perf_counter() - start
 
     def seconds_per_cell_step(self) -> float:
@@ -163,7 +167,8 @@ class _Probe:
 
 def plan(task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray, mesh: Any, *,
          layout: str | None, cells_per_program: int | None, cell_steps: float,
-         parallel: int = 1, log: Callable[[str], None] | None = None) -> Plan:
+         parallel: int = 1, seed: int = 0,
+         log: Callable[[str], None] | None = None) -> tuple[Plan, GridProgram | None]:
     """How ``arm``'s grid of ``lrs × weight_decays`` cells runs (see the module).
 
     Args:
@@ -171,6 +176,11 @@ def plan(task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray, mesh:
       cells_per_program: the cells one program trains; None: as many as fit.
       cell_steps: the run's training steps summed over every cell, arm and seed.
       parallel: grids trained at once (they share the memory).
+      seed: the first seed to train.
+
+    Returns:
+      The plan, and the all-cells program of ``arm`` (its first chunk compiled, to read
+      its memory analysis) when the plan keeps all the cells in one program, else None.
     """
     if layout is not None and layout not in LAYOUTS:
         raise ValueError(f"sweep: layout must be one of {', '.join(LAYOUTS)} or None "
@@ -182,24 +192,25 @@ def plan(task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray, mesh:
                          f"as fit), got {cells_per_program!r}")
     cells, devices = len(lrs), mesh.devices.size
     started = time.perf_counter()
-    smallest = _Probe(task, arm, lrs, weight_decays, mesh, devices)
-    cell_bytes, available, fit = _capacity(smallest, devices, parallel)
+    full = GridProgram(task, arm, lrs, weight_decays, mesh)
+    memory = _Memory(full, seed, parallel)
+    fit = memory.fit
     if fit < devices:
         raise ValueError(
             f"sweep: one cell per device does not fit: a cell needs "
-            f"{cell_bytes / 2**20:,.1f} MB (parameters, optimizer state and a step's "
-            f"activations, from the compiled program's memory analysis) and a step's batch "
-            f"{smallest.step_bytes / 2**20:,.1f} MB; {available / 2**20:,.0f} MB are "
-            f"available per grid ({MEMORY_MARGIN:.0%} kept free, {parallel} grid(s) at "
+            f"{memory.cell / 2**20:,.1f} MB (parameters, optimizer state and a step's "
+            f"activations, from the compiled program's memory analysis) and a chunk's "
+            f"batches {memory.batches / 2**20:,.1f} MB; {memory.available / 2**20:,.0f} MB "
+            f"are available per device ({MEMORY_MARGIN:.0%} kept free, {parallel} grid(s) at "
             "once); use a smaller model or batch, fewer grids at once (parallel=1), or a "
             "device with more memory")
     largest = min(cells, fit)
-    sizes = _candidates(cells, devices, largest)
     times: dict[int, float] = {}
 
-    def done(size: int, reason: str) -> Plan:
-        return Plan(layout_name(size, cells, devices), size, times,
-                    time.perf_counter() - started, cell_bytes, available, reason)
+    def done(size: int, reason: str) -> tuple[Plan, GridProgram | None]:
+        chosen = Plan(layout_name(size, cells, devices), size, times,
+                      time.perf_counter() - started, memory.cell, memory.available, reason)
+        return chosen, (full if size >= cells else None)
 
     if cells_per_program is not None:
         size = min(cells_per_program, cells)
@@ -215,26 +226,28 @@ def plan(task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray, mesh:
     if layout == "vmap":
         if cells > fit:
             raise ValueError(
-                f"sweep: layout='vmap' needs all {cells} cells in one program, "
-                f"about {cells * cell_bytes / 2**20:,.0f} MB, but {available / 2**20:,.0f} "
-                f"MB are available ({MEMORY_MARGIN:.0%} kept free); about {fit} cells fit: "
-                "use layout='groups' or None")
+                f"sweep: layout='vmap' needs all {cells} cells in one program, about "
+                f"{memory.need(cells) / 2**20:,.0f} MB per device, but "
+                f"{memory.available / 2**20:,.0f} MB are available ({MEMORY_MARGIN:.0%} kept "
+                f"free); about {fit} cells fit: use layout='groups' or None")
         return done(cells, "layout='vmap' was given")
     if layout == "loop":
         return done(devices, "layout='loop' was given")
+    sizes = _candidates(cells, devices, largest)
     if layout == "groups":
-        sizes = [size for size in sizes if devices < size < cells] or [min(largest, cells)]
-    elif len(sizes) == 1:
-        return done(largest, "the only size that fits" if largest < cells else
+        sizes = [size for size in sizes if devices < size < cells] or [largest]
+    if len(sizes) == 1:
+        return done(sizes[0], "the only size that fits" if sizes[0] < cells else
                     "one cell per device is all the cells")
-    budget = PROBE_SHARE * _estimated_seconds(smallest, cell_steps, devices)
-    if layout is None and time.perf_counter() - started + 2 * smallest.compile_seconds > budget:
-        return done(largest, f"the run is estimated at {budget / PROBE_SHARE:.0f} s (its FLOPs "
-                    f"at {NOMINAL_FLOPS / 1e9:.0f} GFLOP/s per device), too short to probe "
+    estimate = _estimated_seconds(full, memory, cell_steps, devices)
+    budget = PROBE_SHARE * estimate
+    if layout is None and time.perf_counter() - started + 3 * memory.compile_seconds > budget:
+        return done(largest, f"the run is estimated at {estimate:.0f} s (its FLOPs at "
+                    f"{NOMINAL_FLOPS / 1e9:.0f} GFLOP/s per device), too short to probe "
                     f"within {PROBE_SHARE:.0%} of it; the largest size that fits")
-    probes = {devices: smallest}
+    reason = "the fastest per cell and step of those probed"
     for size in sizes:
-        probe = probes.get(size) or _Probe(task, arm, lrs, weight_decays, mesh, size)
+        probe = _Probe(task, arm, lrs, weight_decays, mesh, size, seed)
         times[size] = probe.seconds_per_cell_step()
         best = min(times.values())
         budget = max(budget, PROBE_SHARE * best * cell_steps)
@@ -245,40 +258,51 @@ def plan(task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray, mesh:
             reason = (f"probed up to {size} cells within {PROBE_SHARE:.0%} of the run's "
                       f"estimated {best * cell_steps:.0f} s; the fastest per cell")
             break
-    else:
-        reason = "the fastest per cell and step of those probed"
     fastest = min(times, key=times.__getitem__)
     return done(fastest, reason)
 
 
-def _estimated_seconds(probe: _Probe, cell_steps: float, devices: int) -> float:
-    """The run's time from the single-cell program's FLOPs at ``NOMINAL_FLOPS``."""
+def _estimated_seconds(program: GridProgram, memory: _Memory, cell_steps: float,
+                       devices: int) -> float:
+    """The run's time from one cell's step's FLOPs at ``NOMINAL_FLOPS`` per device."""
+    one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), memory.carry)
+    batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), memory.batch)
+    scalar = jax.ShapeDtypeStruct((), np.float32)
     try:
-        analysis: Any = probe.compiled.cost_analysis()
-        flops = float(analysis["flops"]) / probe.steps
+        analysis: Any = jax.jit(program.cell_step).lower(
+            one.params, one.opt_state, one.rest, scalar, scalar, batch).cost_analysis()
+        flops = float(analysis["flops"])
     except Exception:  # noqa: BLE001 - backends without the analysis
         return math.inf
-    return flops / probe.program.padded * cell_steps / (NOMINAL_FLOPS * devices)
+    return flops * cell_steps / (NOMINAL_FLOPS * devices)
 
 
-def _capacity(probe: _Probe, devices: int, parallel: int) -> tuple[float, float, int]:
-    """(bytes per cell, bytes available, cells that fit) from the smallest program."""
-    total = probe.bytes
-    available, _ = available_memory(probe.program.mesh.devices.flat[0], parallel)
-    if total <= 0:
-        return 0.0, available, 2**62
-    batch = probe.step_bytes * probe.steps * devices  # replicated on every device
-    cell = max(total - batch, 1.0) / probe.program.padded
-    chunk_batches = probe.step_bytes * probe.program.steps_per_epoch * probe.program.chunk
-    usable = (1 - MEMORY_MARGIN) * available * (devices if _per_device(probe) else 1)
-    fit = int((usable - chunk_batches * devices) // cell)
-    return cell, available, max(0, fit // devices * devices)
+class _Memory:
+    """What one program of all the cells needs per device, and how many cells fit."""
 
+    def __init__(self, program: GridProgram, seed: int, parallel: int):
+        start = time.perf_counter()
+        compiled = program.compile_chunk(seed)
+        self.compile_seconds = time.perf_counter() - start
+        self.carry = jax.eval_shape(lambda: program.initial_carry(seed))
+        x, y = program.batches(seed, range(min(program.chunk, program.task.epochs)))
+        self.batch = (x, y)
+        devices = program.mesh.devices.size
+        self.batches = float(x.nbytes + y.nbytes)  # replicated: every device holds them
+        per_device = program_bytes(compiled)
+        cells_per_device = program.padded // devices
+        self.cell = max(per_device - self.batches, 0.0) / cells_per_device
+        available, shared = available_memory(program.mesh.devices.flat[0], parallel)
+        self.available = available / (devices if shared else 1)
+        usable = (1 - MEMORY_MARGIN) * self.available - self.batches
+        if per_device <= 0:
+            self.fit = 2**62
+        else:
+            self.fit = max(0, int(usable // max(self.cell, 1.0))) * devices
 
-def _per_device(probe: _Probe) -> bool:
-    device = probe.program.mesh.devices.flat[0]
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-    return bool(stats and "bytes_limit" in stats)
+    def need(self, cells: int) -> float:
+        """Bytes per device for ``cells`` cells in one program."""
+        return self.batches + self.cell * cells
 
 
 def _candidates(cells: int, devices: int, largest: int) -> list[int]:

@@ -210,7 +210,8 @@ def _sweep(task: Task, parsed: list[Arm], seeds: tuple[int, ...],
            grids: dict[str, tuple[np.ndarray, np.ndarray]], mesh: Any, store: RunStore | None,
            out: str | Path | None, parallel: int, log: Callable[[str], None],
            on_chunk: Callable[[str, int, int], None] | None,
-           plan: Callable[[], int | None] = lambda: None) -> list[dict[str, Any]]:
+           plan: Callable[[dict[str, GridProgram]], int | None] = lambda programs: None,
+           ) -> list[dict[str, Any]]:
     lock = threading.Lock()
     stop = threading.Event()
 
@@ -238,7 +239,7 @@ def _sweep(task: Task, parsed: list[Arm], seeds: tuple[int, ...],
         return [row for arm in parsed for seed in seeds for row in done.get((arm.name, seed), [])]
 
     programs: dict[str, GridProgram] = {}
-    cells_per_program = plan() if todo else None
+    cells_per_program = plan(programs) if todo else None
 
     def program_for(arm: Arm) -> GridProgram:
         with lock:
@@ -351,9 +352,10 @@ def _train_group(program: GridProgram, arm: Arm, seed: int, group: int, part: ra
 def _plan(task: Task, parsed: list[Arm], seeds: tuple[int, ...],
           grids: dict[str, tuple[np.ndarray, np.ndarray]], mesh: Any,
           store: RunStore | None, parallel: int, log: Callable[[str], None],
-          layout: str | None, cells_per_program: int | None) -> int | None:
-    """The cells per program of every arm (None: all at once), chosen by ``_layout.plan``
-    for the largest arm's grid, logged and recorded in ``run.json``."""
+          layout: str | None, cells_per_program: int | None,
+          programs: dict[str, GridProgram]) -> int | None:
+    """The cells per program of every arm, chosen by ``_layout.plan`` for the largest arm's
+    grid, logged and recorded in ``run.json``; its compiled program joins ``programs``."""
     recorded = store.recorded("layout") if store is not None else None
     if layout is None and cells_per_program is None and isinstance(recorded, dict):
         size = int(recorded["cells_per_program"])
@@ -366,11 +368,13 @@ def _plan(task: Task, parsed: list[Arm], seeds: tuple[int, ...],
     steps = task.epochs * task.for_seed(seeds[0]).train_steps_per_epoch()
     largest = max(parsed, key=lambda arm: cells[arm.name])
     cell_lrs, cell_wds = (g.ravel() for g in np.meshgrid(*grids[largest.name], indexing="ij"))
-    chosen = _layout.plan(task, largest, cell_lrs, cell_wds, mesh, layout=layout,
-                          cells_per_program=cells_per_program,
-                          cell_steps=sum(cells.values()) * len(seeds) * steps,
-                          parallel=min(parallel, len(parsed) * len(seeds)), log=log)
+    chosen, program = _layout.plan(
+        task, largest, cell_lrs, cell_wds, mesh, layout=layout,
+        cells_per_program=cells_per_program, cell_steps=sum(cells.values()) * len(seeds) * steps,
+        parallel=min(parallel, len(parsed) * len(seeds)), seed=seeds[0], log=log)
     log(chosen.describe())
     if store is not None:
         store.record({"layout": chosen.as_json()})
-    return chosen.cells_per_program
+    if program is not None:
+        programs[largest.name] = program
+    return None if chosen.layout == "vmap" else chosen.cells_per_program
