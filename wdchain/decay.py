@@ -249,17 +249,17 @@ def decay_term(
         scale_masks = _tree.resolve_mask(where, eta_mask, params)
         if scale_masks is None:
             scale_masks = jax.tree.map(lambda _: True, params)
-        targets = decay_target if toward is not None else jax.tree.map(lambda _: None, params)
+        targets = decay_target if toward is not None else params  # (unused without toward)
 
         def decay(u: jax.Array, p: jax.Array, m: Any, e: Any, t: Any) -> jax.Array:
             if not _tree.is_float(u) or _tree.is_static_false(m):
                 return u
             c = scaled if _tree.is_static_true(e) else jnp.where(e, scaled, coefficient)
             c = c if _tree.is_static_true(m) else jnp.where(m, c, 0)
-            return add_decay_term(u, p, c, t, sign if gate == "cautious" else None)
+            return add_decay_term(u, p, c, t if toward is not None else None,
+                                  sign if gate == "cautious" else None)
 
-        return jax.tree.map(decay, updates, params, masks, scale_masks, targets,
-                            is_leaf=lambda x: x is None), next_state
+        return jax.tree.map(decay, updates, params, masks, scale_masks, targets), next_state
 
     tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)
     if switched_off:
