@@ -17,6 +17,7 @@ import numpy as np
 
 import wdchain
 from wdchain.ablate._arms import Arm, parse_arm
+from wdchain.ablate._axes import Variant, axis_values, task_for, variants
 from wdchain.ablate._engine import GridProgram, local_mesh
 from wdchain.ablate._report import CSV_COLUMNS, write_csv
 from wdchain.ablate._resume import RunStore
@@ -74,6 +75,7 @@ def run_info(task: Task, seeds: Sequence[int], devices: int | None = None) -> di
     return {
         "task": task.name, "model": task.label, "epochs": task.epochs,
         "batch_size": task.batch_size, "seeds": list(seeds), "version": wdchain.__version__,
+        "train_examples": None if callable(first.train) else len(first.train[0]),
         "validation_examples": len(first.validation[0]), "test_examples": len(first.test[0]),
         "environment": f"jax {jax.__version__}, {jax.default_backend()} × {devices}",
     }
@@ -86,6 +88,8 @@ def sweep(
     lrs: Grid = None,
     weight_decays: Grid = None,
     seeds: Sequence[int] = (0,),
+    train_sizes: Sequence[int] | None = None,
+    widths: Sequence[int] | None = None,
     devices: Sequence[Any] | None = None,
     out: str | Path | None = None,
     fresh: bool = False,
@@ -106,6 +110,13 @@ def sweep(
       weight_decays: λ values (≥ 0; λ = 0 is the no-decay baseline), as for ``lrs``.
       seeds: each changes the initialisation, the batch order, the model's RNGs (and
         the split, for tasks with ``splits``).
+      train_sizes: train every grid once per size N, on the first N examples of one
+        stratified order of the seed's training split: nested subsets (the smaller
+        inside the larger), drawn once, so the same in every seed for a task whose
+        splits do not change with the seed. Validation and test are not cut. Rows get
+        a ``train_size`` column. None: the whole training split.
+      widths: train every grid once per width w, the model built as
+        ``task.model(rngs, width=w)``; rows get a ``width`` column.
       devices: the devices to spread each grid's cells over (a 1-D mesh); None: all
         local devices.
       out: a folder: write ``results.csv`` (updated after each arm and seed) and keep
@@ -124,7 +135,8 @@ def sweep(
       A list of dicts with the keys of ``CSV_COLUMNS``: ``arm`` (the name given),
       ``preconditioner``, ``decay``, ``lr``, ``weight_decay``, ``seed``, ``train_loss``,
       ``validation_loss``, ``validation_error``, ``test_loss``, ``test_error`` (errors
-      as fractions in [0, 1]; NaN for a diverged cell) and ``diverged``.
+      as fractions in [0, 1]; NaN for a diverged cell) and ``diverged``; with
+      ``train_sizes`` or ``widths``, also ``train_size`` or ``width`` (after ``seed``).
     """
     if not isinstance(task, Task):
         raise TypeError(f"sweep: task must be a wdchain.ablate.Task, got {task!r}")
@@ -134,6 +146,9 @@ def sweep(
     if not parsed:
         raise ValueError("sweep: arms is empty; give at least one arm, e.g. ['adam-l2', 'adamw']")
     seeds = _seeds(seeds)
+    sizes, widths = axis_values("train_sizes", train_sizes), axis_values("widths", widths)
+    points = variants(sizes, widths)
+    tasks = {variant: task_for(task, variant, seeds) for variant in points}
     log = log or (lambda line: print(line, file=sys.stderr))
     grids = {arm.name: (_grid("lrs", lrs, arm, arm.default_lrs(grid_size), allow_zero=False),
                         _grid("weight_decays", weight_decays, arm,
@@ -148,6 +163,10 @@ def sweep(
             "arms": [arm.name for arm in parsed], "wdchain": wdchain.__version__,
             "grids": {name: [list(map(float, g)) for g in pair] for name, pair in grids.items()},
         }
+        if sizes is not None:
+            config["train_sizes"] = list(sizes)
+        if widths is not None:
+            config["widths"] = list(widths)
         store = RunStore(Path(out), config, fresh=fresh, log=log)
     if parallel is None:
         parallel = (os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
@@ -165,41 +184,47 @@ def sweep(
 
         return call
 
-    done: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    done: dict[tuple[str, Variant, int], list[dict[str, Any]]] = {}
     todo = []
     for arm in parsed:
-        for seed in seeds:
-            finished = store.finished(arm.name, seed) if store else None
-            if finished is None:
-                todo.append((arm, seed))
-            else:
-                done[arm.name, seed] = finished
+        for variant in points:
+            for seed in seeds:
+                finished = store.finished(arm.name + variant.key(), seed) if store else None
+                if finished is None:
+                    todo.append((arm, variant, seed))
+                else:
+                    done[arm.name, variant, seed] = finished
+    # The largest training sets first, so that threads finish together.
+    todo.sort(key=lambda unit: -(unit[1].train_size or 0))
 
     def ordered() -> list[dict[str, Any]]:
-        return [row for arm in parsed for seed in seeds for row in done.get((arm.name, seed), [])]
+        return [row for arm in parsed for variant in points for seed in seeds
+                for row in done.get((arm.name, variant, seed), [])]
 
-    programs: dict[str, GridProgram] = {}
+    programs: dict[tuple[str, Variant], GridProgram] = {}
 
-    def program_for(arm: Arm) -> GridProgram:
+    def program_for(arm: Arm, variant: Variant) -> GridProgram:
         with lock:
-            if arm.name not in programs:
+            if (arm.name, variant) not in programs:
                 cell_lrs, cell_wds = (g.ravel() for g in np.meshgrid(*grids[arm.name],
                                                                       indexing="ij"))
-                programs[arm.name] = GridProgram(task, arm, cell_lrs, cell_wds, mesh)
-            return programs[arm.name]
+                programs[arm.name, variant] = GridProgram(tasks[variant], arm, cell_lrs,
+                                                          cell_wds, mesh)
+            return programs[arm.name, variant]
 
-    def train(arm: Arm, seed: int) -> None:
-        seed_rows = _train(program_for(arm), arm, seed, store, locked(log), locked(on_chunk))
+    def train(arm: Arm, variant: Variant, seed: int) -> None:
+        seed_rows = _train(program_for(arm, variant), arm, variant, seed, store, locked(log),
+                           locked(on_chunk))
         with lock:
             if store:
-                store.finish(arm.name, seed, seed_rows)
-            done[arm.name, seed] = seed_rows
+                store.finish(arm.name + variant.key(), seed, seed_rows)
+            done[arm.name, variant, seed] = seed_rows
             if out is not None:
                 write_csv(ordered(), Path(out) / "results.csv")
 
     if todo:
         with ThreadPoolExecutor(min(parallel, len(todo))) as pool:
-            for future in [pool.submit(train, arm, seed) for arm, seed in todo]:
+            for future in [pool.submit(train, *unit) for unit in todo]:
                 future.result()
     rows = ordered()
     if out is not None:
@@ -207,33 +232,45 @@ def sweep(
     return rows
 
 
-def _train(program: GridProgram, arm: Arm, seed: int, store: RunStore | None,
-           log: Callable[[str], None],
+def _train(program: GridProgram, arm: Arm, variant: Variant, seed: int,
+           store: RunStore | None, log: Callable[[str], None],
            on_chunk: Callable[[str, int, int], None] | None) -> list[dict[str, Any]]:
     carry = program.initial_carry(seed)
     epoch = 0
+    unit = arm.name + variant.key()
     if store is not None:
-        restored = store.restore(arm.name, seed, carry)
+        restored = store.restore(unit, seed, carry)
         if restored is not None:
             epoch, carry = restored
-            log(f"resumed {arm.name} seed {seed} from its checkpoint after epoch {epoch} "
-                f"of {program.task.epochs}")
+            where = f" ({variant.label()})" if variant.label() else ""
+            log(f"resumed {arm.name}{where} seed {seed} from its checkpoint after epoch "
+                f"{epoch} of {program.task.epochs}")
     if on_chunk is not None and epoch:
         on_chunk(arm.name, seed, epoch)
     while epoch < program.task.epochs:
         start = epoch
         carry, epoch = program.train_chunk(carry, seed, epoch)
         if store is not None and epoch < program.task.epochs:
-            store.save(arm.name, seed, epoch, carry)
+            store.save(unit, seed, epoch, carry)
         if on_chunk is not None:
             on_chunk(arm.name, seed, epoch - start)
     metrics = program.evaluate(carry, seed)
-    return [
-        dict(zip(CSV_COLUMNS, (
+    rows = []
+    for k, (lr, wd) in enumerate(zip(program.cell_lrs, program.cell_weight_decays)):
+        row = dict(zip(CSV_COLUMNS, (
             arm.name, arm.preconditioner, arm.decay, float(lr), float(wd), seed,
             *(float(getattr(metrics, field)[k]) for field in (
                 "train_loss", "validation_loss", "validation_error", "test_loss", "test_error")),
             bool(metrics.diverged[k]),
         )))
-        for k, (lr, wd) in enumerate(zip(program.cell_lrs, program.cell_weight_decays))
-    ]
+        rows.append(with_axes(row, variant.columns()))
+    return rows
+
+
+def with_axes(row: dict[str, Any], axes: dict[str, int]) -> dict[str, Any]:
+    """``row`` with the extra axes' columns right after ``seed``."""
+    if not axes:
+        return row
+    items = list(row.items())
+    at = [key for key, _ in items].index("seed") + 1
+    return dict(items[:at] + list(axes.items()) + items[at:])
