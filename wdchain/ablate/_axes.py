@@ -44,8 +44,8 @@ class Variant:
         return {axis: value for axis in AXES if (value := getattr(self, axis)) is not None}
 
     def key(self) -> str:
-        """A suffix naming the variant in checkpoints ('' without extra axes)."""
-        return "".join(f"-{axis}{value}" for axis, value in self.columns().items())
+        """A suffix naming the variant in checkpoints: ``@train_size1000`` ('' without axes)."""
+        return "".join(f"@{axis}{value}" for axis, value in self.columns().items())
 
     def label(self) -> str:
         """How reports name the variant: ``N=1000, width=64`` ('' without extra axes)."""
