@@ -204,6 +204,7 @@ class RunStore:
         meta = {"key": self.key(arm), "epoch": epoch, "checksums": checksums(leaves)}
         directory = self._checkpoint_dir(arm, seed)
         try:
+            shutil.rmtree(directory / str(epoch), ignore_errors=True)  # a damaged one, set aside
             with self._lock, ocp.CheckpointManager(
                     directory, options=ocp.CheckpointManagerOptions(
                         max_to_keep=KEEP_CHECKPOINTS, enable_async_checkpointing=False)
@@ -239,8 +240,8 @@ class RunStore:
                     meta = manager.restore(epoch, args=ocp.args.Composite(
                         meta=ocp.args.JsonRestore()))["meta"]
                 except Exception as error:  # noqa: BLE001 - damaged: fall back
-                    self.log(f"{where} is unreadable ({type(error).__name__}); trying the one "
-                             "before it")
+                    self._set_aside(directory, epoch, f"{where} is unreadable "
+                                    f"({type(error).__name__})")
                     continue
                 if not isinstance(meta, dict) or meta.get("key") != self.key(arm):
                     raise ValueError(
@@ -254,18 +255,23 @@ class RunStore:
                     values = list(restored["leaves"])
                     sound = checksums(values) == meta.get("checksums")
                 except Exception as error:  # noqa: BLE001 - damaged: fall back
-                    self.log(f"{where} is unreadable ({type(error).__name__}: "
-                             f"{str(error)[:200]}); trying the one before it")
+                    self._set_aside(directory, epoch, f"{where} is unreadable "
+                                    f"({type(error).__name__}: {str(error)[:200]})")
                     continue
                 if not sound:
-                    self.log(f"{where} fails its checksum (damaged on disk); trying the one "
-                             "before it")
+                    self._set_aside(directory, epoch, f"{where} fails its checksum (damaged "
+                                    "on disk)")
                     continue
                 values = [_like(value, leaf) for value, leaf in zip(values, leaves)]
                 return epoch, jax.tree.unflatten(treedef, values)
         if steps:
             self.log(f"no sound checkpoint of {arm} seed {seed}: it trains from the start")
         return None
+
+    def _set_aside(self, directory: Path, epoch: int, why: str) -> None:
+        """Removes a damaged checkpoint, saying so: the one before it is tried next."""
+        shutil.rmtree(directory / str(epoch), ignore_errors=True)
+        self.log(f"{why}; removed it, trying the one before it")
 
 
 def _plain(leaf: Any) -> Any:
