@@ -42,7 +42,7 @@ from wdchain.ablate._lock import FolderLock
 MANIFEST = "run.json"
 STATE = ".wdchain-ablate"
 OUTPUTS = ("results.csv", "summary.md", "figure2.png", "trajectories.csv", "trajectories.png")
-OWNED_GLOBS = ("heatmap_*.png", "*.tmp")
+OWNED_GLOBS = ("heatmap_*.png", "scaling_*.png", "*.tmp")
 KEEP_CHECKPOINTS = 2
 _RUN_WIDE = ("seeds", "arms", "grids")  # the rest of the config applies to every (arm, seed)
 
@@ -159,7 +159,8 @@ class RunStore:
     def key(self, arm: str) -> str:
         """A hash of what determines (arm, any seed)'s rows: the config, this arm's grid."""
         mine = {k: v for k, v in self.config.items() if k not in _RUN_WIDE}
-        mine["grid"] = self.config.get("grids", {}).get(arm)
+        # A sweep's extra axes name their units arm@train_size1000: the grid is the arm's.
+        mine["grid"] = self.config.get("grids", {}).get(arm.split("@")[0])
         mine["arm"] = arm
         return hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()[:16]
 
