@@ -47,11 +47,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from flax import nnx
 
-from wdchain.ablate import PRESETS, Task, sweep
-from wdchain.ablate import _layout
+from wdchain.ablate import PRESETS, Task, _layout, sweep
 from wdchain.ablate._arms import parse_arm
 from wdchain.ablate._builtin import TASKS, digits_splits, mnist1d
 from wdchain.ablate._engine import GridProgram, batch_per_cell, local_mesh

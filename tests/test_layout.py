@@ -13,8 +13,7 @@ import pytest
 from flax import nnx
 from jax import lax
 
-from wdchain.ablate import Task, parse_arm, sweep
-from wdchain.ablate import _layout
+from wdchain.ablate import Task, _layout, parse_arm, sweep
 from wdchain.ablate._convolutions import canonical_convolutions
 from wdchain.ablate._engine import GridProgram, local_mesh
 

@@ -77,6 +77,14 @@ def _seeds(text: str) -> tuple[int, ...]:
     return values
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    parse = _int_at_least(1)
+    values = tuple(sorted({parse(item.strip()) for item in text.split(",") if item.strip()}))
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one value, e.g. 1000,2000,4000")
+    return values
+
+
 def _writable_folder(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError(
@@ -144,6 +152,14 @@ def parser() -> argparse.ArgumentParser:
                        help="batch size (overrides the task's)")
     parse.add_argument("--seeds", type=_seeds, nargs="+", default=None,
                        help="seeds, comma- or space-separated, e.g. 0,1,2 or 0 1 2")
+    parse.add_argument("--train-sizes", type=_sizes, default=None,
+                       help="comma-separated training-set sizes, e.g. 1000,2000,4000,8000: "
+                       "every grid trains on nested, stratified subsets of the training split "
+                       "(a train_size column; the summary fits λ* against N)")
+    parse.add_argument("--widths", type=_sizes, default=None,
+                       help="comma-separated model widths, e.g. 50,100,200: the model is built "
+                       "as model(rngs, width=w) (the built-in tasks' hidden units; a width "
+                       "column)")
     parse.add_argument("--out", type=_writable_folder, default="results",
                        help="output folder (default results/); an interrupted run started "
                        "again with the same command resumes there")
@@ -221,10 +237,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     arms = args.arms or list(preset.arms)
     seeds = args.seeds or preset.seeds
     grid_size = args.grid_size or preset.grid_size
+    own = args.arms is None and args.grid_size is None  # the preset's grids, its arms
+    lrs = args.lrs if args.lrs is not None else (preset.lrs if own else None)
+    wds = args.wds if args.wds is not None else (preset.weight_decays if own else None)
+    sizes = args.train_sizes or preset.train_sizes
+    widths = args.widths or preset.widths
+    variants = len(sizes or (1,)) * len(widths or (1,))
     import jax
 
     command = ("python -m wdchain.ablate " + shlex.join(given)).strip()
-    total = len(arms) * len(seeds) * task.epochs
+    total = len(arms) * len(seeds) * variants * task.epochs
     terminal = sys.stderr.isatty()
     lines = _ChunkLines(total) if not terminal and jax.process_index() == 0 else None
     with tqdm(total=total, unit="epoch", file=sys.stderr, disable=None) as bar:
@@ -238,7 +260,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 lines(arm, seed, epochs, reached[arm, seed], task.epochs)
 
         try:
-            rows = sweep(task, arms=arms, lrs=args.lrs, weight_decays=args.wds, seeds=seeds,
+            rows = sweep(task, arms=arms, lrs=lrs, weight_decays=wds, seeds=seeds,
+                         train_sizes=sizes, widths=widths,
                          out=args.out, fresh=args.fresh, grid_size=grid_size,
                          log=lambda line: tqdm.write(line, file=sys.stderr), on_chunk=on_chunk)
         except Interrupted:
@@ -258,7 +281,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     info["command"] = command
     summary = write_report(rows, args.out, info)
     written = "results.csv, summary.md, figure2.png"
-    if not args.no_trajectories:
+    written += "".join(f", {path.name}" for path in sorted(args.out.glob("scaling_*.png")))
+    if not args.no_trajectories and (sizes or widths):
+        print("trajectories skipped: the run has a train-size or width axis", file=sys.stderr)
+    elif not args.no_trajectories:
         selected = [(grid.arm, m.selected_lr, m.selected_weight_decay)
                     for grid, m in analyse(rows) if np.isfinite(m.selected_lr)]
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # one cell each: ~1 core
@@ -268,5 +294,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         write_trajectories(traces, info, args.out)
         written += ", trajectories.png"
     print(summary)
-    heatmaps = f"{len(arms)} heatmap{'s' if len(arms) != 1 else ''}"
+    count = len(arms) * variants
+    heatmaps = f"{count} heatmap{'s' if count != 1 else ''}"
     print(f"wrote {written} and {heatmaps} to {args.out}/")

@@ -19,6 +19,7 @@ import numpy as np
 import wdchain
 from wdchain.ablate import _checks, _layout
 from wdchain.ablate._arms import Arm, parse_arm
+from wdchain.ablate._axes import Variant, axis_values, task_for, variants
 from wdchain.ablate._engine import GridProgram, local_mesh
 from wdchain.ablate._fingerprint import fingerprint
 from wdchain.ablate._interrupt import Interrupted, stop_on_sigint
@@ -67,6 +68,7 @@ def run_info(task: Task, seeds: Sequence[int], devices: int | None = None) -> di
     return {
         "task": task.name, "model": task.label, "epochs": task.epochs,
         "batch_size": task.batch_size, "seeds": list(seeds), "version": wdchain.__version__,
+        "train_examples": None if callable(first.train) else len(first.train[0]),
         "validation_examples": len(first.validation[0]), "test_examples": len(first.test[0]),
         "environment": f"jax {jax.__version__}, {jax.default_backend()} × {devices}",
         "selection": probe.selection,
@@ -81,6 +83,8 @@ def sweep(
     lrs: Grid = None,
     weight_decays: Grid = None,
     seeds: Sequence[int] = (0,),
+    train_sizes: Sequence[int] | None = None,
+    widths: Sequence[int] | None = None,
     devices: Sequence[Any] | None = None,
     out: str | Path | None = None,
     fresh: bool | str = False,
@@ -103,6 +107,13 @@ def sweep(
       weight_decays: λ values (≥ 0; λ = 0 is the no-decay baseline), as for ``lrs``.
       seeds: each changes the initialisation, the batch order, the model's RNGs (and
         the split, for tasks with ``splits``).
+      train_sizes: train every grid once per size N, on the first N examples of one
+        stratified order of the seed's training split: nested subsets (the smaller
+        inside the larger), drawn once, so the same in every seed for a task whose
+        splits do not change with the seed. Validation and test are not cut. Rows get
+        a ``train_size`` column. None: the whole training split.
+      widths: train every grid once per width w, the model built as
+        ``task.model(rngs, width=w)``; rows get a ``width`` column.
       devices: the devices to spread each grid's cells over (a 1-D mesh); None: all
         local devices.
       out: a folder: write ``results.csv`` (updated after each arm and seed) and keep
@@ -125,8 +136,9 @@ def sweep(
     the first Ctrl-C stops at the end of the chunk in progress (checkpointed, so the same
     call resumes) and raises ``KeyboardInterrupt``; a second one stops at once.
       on_chunk: called as ``on_chunk(arm, seed, epochs)`` after each chunk, with the
-        number of epochs it trained (or skipped, on resuming); with groups of cells, the
-        epochs count in proportion to the group's share of the grid (a float).
+        number of epochs it trained (or skipped, on resuming); with ``train_sizes`` or
+        ``widths`` ``arm`` names the point too, e.g. ``"adamw (N=1000)"``. With groups of
+        cells, the epochs count in proportion to the group's share of the grid (a float).
       layout: how each grid's cells run: ``"vmap"`` (all in one program), ``"groups"``
         (programs of ``cells_per_program`` cells, one after another), ``"loop"`` (one
         cell per device at a time), or None: measured before training by a probe that
@@ -142,7 +154,8 @@ def sweep(
       A list of dicts with the keys of ``CSV_COLUMNS``: ``arm`` (the name given),
       ``preconditioner``, ``decay``, ``lr``, ``weight_decay``, ``seed``, ``train_loss``,
       ``validation_loss``, ``validation_error``, ``test_loss``, ``test_error`` (errors
-      as fractions in [0, 1]; NaN for a diverged cell) and ``diverged``.
+      as fractions in [0, 1]; NaN for a diverged cell) and ``diverged``; with
+      ``train_sizes`` or ``widths``, also ``train_size`` or ``width`` (after ``seed``).
     """
     if not isinstance(task, Task):
         raise TypeError(f"sweep: task must be a wdchain.ablate.Task, got {task!r}")
@@ -152,6 +165,8 @@ def sweep(
     if not parsed:
         raise ValueError("sweep: arms is empty; give at least one arm, e.g. ['adam-l2', 'adamw']")
     seeds = _seeds(seeds)
+    sizes, widths = axis_values("train_sizes", train_sizes), axis_values("widths", widths)
+    tasks = {variant: task_for(task, variant, seeds) for variant in variants(sizes, widths)}
     log = log or (lambda line: print(line, file=sys.stderr))
     _checks.check_grid_size(grid_size)
     _checks.check_devices(devices)
@@ -181,12 +196,16 @@ def sweep(
             "arms": [arm.name for arm in parsed], "wdchain": wdchain.__version__,
             "grids": {name: [list(map(float, g)) for g in pair] for name, pair in grids.items()},
         }
+        if sizes is not None:
+            config["train_sizes"] = list(sizes)
+        if widths is not None:
+            config["widths"] = list(widths)
         store = RunStore(Path(out), config, fresh=fresh, log=log,
                          lock=jax.process_index() == 0)
     try:
-        plan = functools.partial(_plan, task, parsed, seeds, grids, mesh, store, parallel, log,
-                                 layout, cells_per_program)
-        return _sweep(task, parsed, seeds, grids, mesh, store, out, parallel, log, on_chunk,
+        plan = functools.partial(_plan, tasks, parsed, seeds, grids, mesh, store, parallel,
+                                 log, layout, cells_per_program)
+        return _sweep(tasks, parsed, seeds, grids, mesh, store, out, parallel, log, on_chunk,
                       plan)
     finally:
         if store is not None:
@@ -206,7 +225,7 @@ def _warn_lost_decay(parsed: Sequence[Arm], grids: dict[str, tuple[np.ndarray, n
                           wdchain.DecayPrecisionWarning, stacklevel=3)
 
 
-def _sweep(task: Task, parsed: list[Arm], seeds: tuple[int, ...],
+def _sweep(tasks: dict[Variant, Task], parsed: list[Arm], seeds: tuple[int, ...],
            grids: dict[str, tuple[np.ndarray, np.ndarray]], mesh: Any, store: RunStore | None,
            out: str | Path | None, parallel: int, log: Callable[[str], None],
            on_chunk: Callable[[str, int, int], None] | None,
@@ -225,51 +244,59 @@ def _sweep(task: Task, parsed: list[Arm], seeds: tuple[int, ...],
 
         return call
 
-    done: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    points = list(tasks)
+    done: dict[tuple[str, Variant, int], list[dict[str, Any]]] = {}
     todo = []
     for arm in parsed:
-        for seed in seeds:
-            finished = store.finished(arm.name, seed) if store else None
-            if finished is None:
-                todo.append((arm, seed))
-            else:
-                done[arm.name, seed] = finished
+        for variant in points:
+            for seed in seeds:
+                unit = arm.name + variant.key()
+                finished = store.finished(unit, seed) if store else None
+                if finished is None:
+                    todo.append((arm, variant, seed))
+                else:
+                    done[arm.name, variant, seed] = finished
+    # The largest training sets first, so that the threads finish together.
+    todo.sort(key=lambda job: -(job[1].train_size or 0))
 
     def ordered() -> list[dict[str, Any]]:
-        return [row for arm in parsed for seed in seeds for row in done.get((arm.name, seed), [])]
+        return [row for arm in parsed for variant in points for seed in seeds
+                for row in done.get((arm.name, variant, seed), [])]
 
-    programs: dict[str, GridProgram] = {}
+    programs: dict[tuple[str, Variant], GridProgram] = {}
     cells_per_program = plan(programs) if todo else None
 
-    def program_for(arm: Arm) -> GridProgram:
+    def program_for(arm: Arm, variant: Variant) -> GridProgram:
         with lock:
-            if arm.name not in programs:
+            if (arm.name, variant) not in programs:
                 cell_lrs, cell_wds = (g.ravel() for g in np.meshgrid(*grids[arm.name],
                                                                       indexing="ij"))
-                programs[arm.name] = GridProgram(task, arm, cell_lrs, cell_wds, mesh,
-                                                 cells_per_program=cells_per_program)
-            return programs[arm.name]
+                programs[arm.name, variant] = GridProgram(
+                    tasks[variant], arm, cell_lrs, cell_wds, mesh,
+                    cells_per_program=cells_per_program)
+            return programs[arm.name, variant]
 
-    def train(arm: Arm, seed: int) -> None:
+    def train(arm: Arm, variant: Variant, seed: int) -> None:
+        unit = arm.name + variant.key()
         if stop.is_set():
-            raise Interrupted(f"stopped before {arm.name} seed {seed}")
+            raise Interrupted(f"stopped before {unit} seed {seed}")
         try:
-            seed_rows = _train(program_for(arm), arm, seed, store, locked(log),
-                               locked(on_chunk), stop)
+            seed_rows = _train(program_for(arm, variant), arm, variant, seed, store,
+                               locked(log), locked(on_chunk), stop)
         except BaseException:
             stop.set()  # the others stop at their next chunk boundary
             raise
         with lock:
             if store:
-                store.finish(arm.name, seed, seed_rows)
-            done[arm.name, seed] = seed_rows
+                store.finish(unit, seed, seed_rows)
+            done[arm.name, variant, seed] = seed_rows
             if out is not None:
                 write_csv(ordered(), Path(out) / "results.csv")
 
     if todo:
         with stop_on_sigint(log, stop) if store is not None else _nothing():
             with ThreadPoolExecutor(min(parallel, len(todo))) as pool:
-                futures = [pool.submit(train, arm, seed) for arm, seed in todo]
+                futures = [pool.submit(train, *job) for job in todo]
             failures = [error for f in futures if (error := f.exception()) is not None]
             if failures:  # a fault before an interruption it caused
                 raise min(failures, key=lambda e: isinstance(e, Interrupted))
@@ -287,11 +314,13 @@ class _nothing:
         return None
 
 
-def _train(program: GridProgram, arm: Arm, seed: int, store: RunStore | None,
-           log: Callable[[str], None],
+def _train(program: GridProgram, arm: Arm, variant: Variant, seed: int,
+           store: RunStore | None, log: Callable[[str], None],
            on_chunk: Callable[[str, int, int], None] | None,
            stop: threading.Event | None = None) -> list[dict[str, Any]]:
     whole = len(program.groups) == 1
+    unit = arm.name + variant.key()
+    shown = arm.name + (f" ({variant.label()})" if variant.label() else "")
     rows: list[dict[str, Any]] = []
     for group, cells in enumerate(program.groups):
         part = None if whole else cells
@@ -299,29 +328,33 @@ def _train(program: GridProgram, arm: Arm, seed: int, store: RunStore | None,
 
         def progress(epochs: int, share: float = share) -> None:
             if on_chunk is not None and epochs:
-                on_chunk(arm.name, seed, epochs if whole else epochs * share)  # type: ignore[arg-type]
+                on_chunk(shown, seed, epochs if whole else epochs * share)  # type: ignore[arg-type]
 
-        finished = store.finished(arm.name, seed, part) if store and part else None
+        finished = store.finished(unit, seed, part) if store and part else None
         if finished is not None:
             progress(program.task.epochs)
             rows += finished
             continue
-        group_rows = _train_group(program, arm, seed, group, part, store, log, progress, stop)
+        group_rows = _train_group(program, arm, variant, seed, group, part, store, log,
+                                  progress, stop)
         if store is not None and part is not None:
-            store.finish(arm.name, seed, group_rows, part)
+            store.finish(unit, seed, group_rows, part)
         rows += group_rows
     return rows
 
 
-def _train_group(program: GridProgram, arm: Arm, seed: int, group: int, part: range | None,
-                 store: RunStore | None, log: Callable[[str], None],
+def _train_group(program: GridProgram, arm: Arm, variant: Variant, seed: int, group: int,
+                 part: range | None, store: RunStore | None, log: Callable[[str], None],
                  progress: Callable[[int], None],
                  stop: threading.Event | None) -> list[dict[str, Any]]:
     carry = program.initial_carry(seed, group)
     epoch = 0
-    what = f"{arm.name} seed {seed}" + (f" cells {part.start}-{part.stop - 1}" if part else "")
+    unit = arm.name + variant.key()
+    where = f" ({variant.label()})" if variant.label() else ""
+    what = f"{arm.name}{where} seed {seed}" + (
+        f" cells {part.start}-{part.stop - 1}" if part else "")
     if store is not None:
-        restored = store.restore(arm.name, seed, carry, part)
+        restored = store.restore(unit, seed, carry, part)
         if restored is not None:
             epoch, carry = restored
             log(f"resumed {what} from its checkpoint after epoch {epoch} "
@@ -331,31 +364,41 @@ def _train_group(program: GridProgram, arm: Arm, seed: int, group: int, part: ra
         start = epoch
         carry, epoch = program.train_chunk(carry, seed, epoch, group)
         if store is not None and epoch < program.task.epochs:
-            store.save(arm.name, seed, epoch, carry, part)
+            store.save(unit, seed, epoch, carry, part)
         progress(epoch - start)
         if stop is not None and stop.is_set() and epoch < program.task.epochs:
             raise Interrupted(f"stopped {what} after epoch {epoch}")
     metrics = program.evaluate(carry, seed, group)
-    cells = program.groups[group]
-    return [
-        dict(zip(CSV_COLUMNS, (
+    rows = []
+    for k, cell in enumerate(program.groups[group]):
+        row = dict(zip(CSV_COLUMNS, (
             arm.name, arm.preconditioner, arm.decay, float(program.cell_lrs[cell]),
             float(program.cell_weight_decays[cell]), seed,
             *(float(getattr(metrics, field)[k]) for field in (
                 "train_loss", "validation_loss", "validation_error", "test_loss", "test_error")),
             bool(metrics.diverged[k]),
         )))
-        for k, cell in enumerate(cells)
-    ]
+        rows.append(with_axes(row, variant.columns()))
+    return rows
 
 
-def _plan(task: Task, parsed: list[Arm], seeds: tuple[int, ...],
+def with_axes(row: dict[str, Any], axes: dict[str, int]) -> dict[str, Any]:
+    """``row`` with the extra axes' columns right after ``seed``."""
+    if not axes:
+        return row
+    items = list(row.items())
+    at = [key for key, _ in items].index("seed") + 1
+    return dict(items[:at] + list(axes.items()) + items[at:])
+
+
+def _plan(tasks: dict[Variant, Task], parsed: list[Arm], seeds: tuple[int, ...],
           grids: dict[str, tuple[np.ndarray, np.ndarray]], mesh: Any,
           store: RunStore | None, parallel: int, log: Callable[[str], None],
           layout: str | None, cells_per_program: int | None,
-          programs: dict[str, GridProgram]) -> int | None:
+          programs: dict[tuple[str, Variant], GridProgram]) -> int | None:
     """The cells per program of every arm, chosen by ``_layout.plan`` for the largest arm's
-    grid, logged and recorded in ``run.json``; its compiled program joins ``programs``."""
+    grid (of the widest variant), logged and recorded in ``run.json``; its compiled
+    program joins ``programs``."""
     recorded = store.recorded("layout") if store is not None else None
     if layout is None and cells_per_program is None and isinstance(recorded, dict):
         size = int(recorded["cells_per_program"])
@@ -364,8 +407,10 @@ def _plan(task: Task, parsed: list[Arm], seeds: tuple[int, ...],
         if store is not None:
             store.record({"layout": recorded})
         return size
+    variant = max(tasks, key=lambda v: (v.width or 0, v.train_size or 0))
+    task = tasks[variant]
     cells = {arm.name: np.meshgrid(*grids[arm.name], indexing="ij")[0].size for arm in parsed}
-    steps = task.epochs * task.for_seed(seeds[0]).train_steps_per_epoch()
+    steps = sum(t.epochs * t.for_seed(seeds[0]).train_steps_per_epoch() for t in tasks.values())
     largest = max(parsed, key=lambda arm: cells[arm.name])
     cell_lrs, cell_wds = (g.ravel() for g in np.meshgrid(*grids[largest.name], indexing="ij"))
     chosen, program = _layout.plan(
@@ -376,5 +421,5 @@ def _plan(task: Task, parsed: list[Arm], seeds: tuple[int, ...],
     if store is not None:
         store.record({"layout": chosen.as_json()})
     if program is not None:
-        programs[largest.name] = program
+        programs[largest.name, variant] = program
     return None if chosen.layout == "vmap" else chosen.cells_per_program
