@@ -40,6 +40,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import wdchain
+from wdchain.ablate import _distributed
 from wdchain.ablate._arms import Arm
 from wdchain.ablate._checks import check_batch
 from wdchain.ablate._convolutions import canonical_convolutions
@@ -93,8 +94,9 @@ class Metrics(NamedTuple):
 
 
 def local_mesh(devices: Sequence[Any] | None) -> Mesh:
-    """A 1-D mesh named ``cells`` over ``devices`` (all local devices when None)."""
-    devices = list(jax.local_devices() if devices is None else devices)
+    """A 1-D mesh named ``cells`` over ``devices``; None: every device, of every process
+    after ``jax.distributed.initialize`` (of this one otherwise)."""
+    devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("sweep: devices is empty; give at least one device, or None for all")
     return Mesh(np.array(devices), ("cells",))
@@ -261,20 +263,36 @@ class GridProgram:
     def initial_carry(self, seed: int, group: int = 0) -> Carry:
         """Every cell of ``group`` at the seed's initial weights, sharded over the mesh."""
         params, rest = self._model_state(seed)
-        params = self._put_cells(_broadcast_cells(params, self.padded))
-        rest = self._put_cells(_broadcast_cells(rest, self.padded))
+        params = _distributed.put(params, self._cell_sharding, cells=self.padded)
+        rest = _distributed.put(rest, self._cell_sharding, cells=self.padded)
         lrs, weight_decays = self.cell_hyperparams(group)
         opt_state = self._init_state(params, lrs, weight_decays)
-        diverged = self._put_cells(jnp.zeros(self.padded, bool))
+        diverged = self._put_cells(np.zeros(self.padded, bool))
+        return Carry(params, opt_state, rest, diverged)
+
+    def carry_shapes(self, seed: int) -> Carry:
+        """The shapes, dtypes and shardings of :meth:`initial_carry` (nothing allocated)."""
+        params, rest = jax.eval_shape(lambda: self._model_state(seed))
+
+        def cells(tree: Any) -> Any:
+            return jax.tree.map(lambda a: jax.ShapeDtypeStruct(
+                (self.padded, *a.shape), a.dtype, sharding=self._cell_sharding), tree)
+
+        hyper = jax.ShapeDtypeStruct((self.padded,), np.float32, sharding=self._cell_sharding)
+        params, rest = cells(params), cells(rest)
+        opt_state = jax.eval_shape(self._init_state, params, hyper, hyper)
+        opt_state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(
+            a.shape, a.dtype, sharding=self._cell_sharding), opt_state)
+        diverged: Any = jax.ShapeDtypeStruct((self.padded,), np.bool_,
+                                             sharding=self._cell_sharding)
         return Carry(params, opt_state, rest, diverged)
 
     def cell_hyperparams(self, group: int = 0) -> tuple[jax.Array, jax.Array]:
         """Per-cell lr and λ of ``group``, sharded over the mesh."""
-        return self._put_cells(jnp.asarray(self.lrs[group])), self._put_cells(
-            jnp.asarray(self.weight_decays[group]))
+        return self._put_cells(self.lrs[group]), self._put_cells(self.weight_decays[group])
 
     def _put_cells(self, tree: Any) -> Any:
-        return jax.device_put(tree, self._cell_sharding)
+        return _distributed.put(tree, self._cell_sharding)
 
     def train_chunk(self, carry: Carry, seed: int, first_epoch: int,
                     group: int = 0) -> tuple[Carry, int]:
@@ -289,7 +307,7 @@ class GridProgram:
     def _train_chunk(self, carry: Carry, seed: int, first_epoch: int,
                      group: int) -> tuple[Carry, int]:
         epochs = range(first_epoch, min(first_epoch + self.chunk, self.task.epochs))
-        batches = jax.device_put(self.batches(seed, epochs), self._replicated)
+        batches = _distributed.put(self.batches(seed, epochs), self._replicated)
         lrs, weight_decays = self.cell_hyperparams(group)
         run = self._executables.get(len(batches[0]), self._run_chunk)
         carry = run(carry, lrs, weight_decays, batches)
@@ -303,11 +321,10 @@ class GridProgram:
         batches = self.batches(seed, epochs)
         steps = len(batches[0])
         if steps not in self._executables:
-            carry = jax.eval_shape(lambda: self.initial_carry(seed))  # nothing allocated
-            hyper = jax.eval_shape(self.cell_hyperparams)
+            hyper = jax.ShapeDtypeStruct((self.padded,), np.float32,
+                                         sharding=self._cell_sharding)
             self._executables[steps] = self._run_chunk.lower(
-                _with_sharding(carry, self._cell_sharding),
-                *_with_sharding(hyper, self._cell_sharding),
+                self.carry_shapes(seed), hyper, hyper,
                 _with_sharding(batches, self._replicated)).compile()
         return self._executables[steps]
 
@@ -323,7 +340,7 @@ class GridProgram:
         test = self._evaluate_split(carry, task.test, real)
         train = validation if callable(task.train) else self._evaluate_split(
             carry, task.train, real)
-        diverged = np.asarray(carry.diverged)[:real]
+        diverged = _distributed.to_host(carry.diverged)[:real]
         values = [train[0], *validation, *test]
         diverged = diverged | ~np.all([np.isfinite(v) for v in values], axis=0)
         train_loss, validation_loss, validation_error, test_loss, test_error = (
@@ -340,9 +357,9 @@ class GridProgram:
         for start in range(0, size, EVAL_BATCH):
             part = (np.asarray(x[start:start + EVAL_BATCH]), np.asarray(y[start:start + EVAL_BATCH]))
             loss, error = self._evaluate(carry.params, carry.rest,
-                                         jax.device_put(part, self._replicated))
-            loss_sum += np.asarray(loss, np.float64) * len(part[0])
-            error_sum += np.asarray(error, np.float64) * len(part[0])
+                                         _distributed.put(part, self._replicated))
+            loss_sum += _distributed.to_host(loss).astype(np.float64) * len(part[0])
+            error_sum += _distributed.to_host(error).astype(np.float64) * len(part[0])
         return loss_sum[:real] / size, error_sum[:real] / size
 
 
@@ -372,7 +389,8 @@ def _structure(tree: Any) -> tuple[Any, list[tuple[tuple[int, ...], Any]]]:
 
 
 def _with_sharding(tree: Any, sharding: Any) -> Any:
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree)
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=sharding),
+                        tree)
 
 
 def _pad(values: np.ndarray, size: int) -> np.ndarray:

@@ -37,6 +37,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from wdchain.ablate import _distributed
 from wdchain.ablate._arms import Arm
 from wdchain.ablate._engine import GridProgram
 from wdchain.ablate._task import Task
@@ -149,7 +150,7 @@ class _Probe:
         x, y = program.batches(seed, range(1))
         steps = min(PROBE_STEPS, len(x))
         self.step_bytes = sum(a[0].nbytes for a in (x, y))
-        self.batches = jax.device_put((x[:steps], y[:steps]), program._replicated)
+        self.batches = _distributed.put((x[:steps], y[:steps]), program._replicated)
         self.steps = steps
         self.hyper = program.cell_hyperparams()
         self.compiled = program._run_chunk.lower(self.carry, *self.hyper, self.batches).compile()
@@ -194,6 +195,9 @@ def plan(task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray, mesh:
     started = time.perf_counter()
     full = GridProgram(task, arm, lrs, weight_decays, mesh)
     memory = _Memory(full, seed, parallel)
+    # On several processes the primary's figures decide, so that all take the same path.
+    memory.fit, memory.cell, memory.available = _distributed.agree(
+        [memory.fit, memory.cell, memory.available])
     fit = memory.fit
     if fit < devices:
         raise ValueError(
@@ -241,20 +245,22 @@ def plan(task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray, mesh:
                     "one cell per device is all the cells")
     estimate = _estimated_seconds(full, memory, cell_steps, devices)
     budget = PROBE_SHARE * estimate
-    if layout is None and time.perf_counter() - started + 3 * memory.compile_seconds > budget:
+    if layout is None and _distributed.agree(
+            time.perf_counter() - started + 3 * memory.compile_seconds > budget):
         return done(largest, f"the run is estimated at {estimate:.0f} s (its FLOPs at "
                     f"{NOMINAL_FLOPS / 1e9:.0f} GFLOP/s per device), too short to probe "
                     f"within {PROBE_SHARE:.0%} of it; the largest size that fits")
     reason = "the fastest per cell and step of those probed"
     for size in sizes:
         probe = _Probe(task, arm, lrs, weight_decays, mesh, size, seed)
-        times[size] = probe.seconds_per_cell_step()
+        times[size] = _distributed.agree(probe.seconds_per_cell_step())
         best = min(times.values())
         budget = max(budget, PROBE_SHARE * best * cell_steps)
         spent = time.perf_counter() - started
         following = [s for s in sizes if s > size]
-        if following and spent + probe.compile_seconds * 1.5 + 3 * PROBE_STEPS * best * (
-                following[0]) > budget:
+        if following and _distributed.agree(
+                spent + probe.compile_seconds * 1.5 + 3 * PROBE_STEPS * best * following[0]
+                > budget):
             reason = (f"probed up to {size} cells within {PROBE_SHARE:.0%} of the run's "
                       f"estimated {best * cell_steps:.0f} s; the fastest per cell")
             break
@@ -284,7 +290,7 @@ class _Memory:
         start = time.perf_counter()
         compiled = program.compile_chunk(seed)
         self.compile_seconds = time.perf_counter() - start
-        self.carry = jax.eval_shape(lambda: program.initial_carry(seed))
+        self.carry = program.carry_shapes(seed)
         x, y = program.batches(seed, range(min(program.chunk, program.task.epochs)))
         self.batch = (x, y)
         devices = program.mesh.devices.size

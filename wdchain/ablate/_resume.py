@@ -84,10 +84,14 @@ class RunStore:
     """
 
     def __init__(self, out: Path, config: dict[str, Any], *, fresh: bool | str,
-                 log: Callable[[str], None], lock: bool = True):
+                 log: Callable[[str], None], lock: bool = True, primary: bool = True):
         self.out, self.config, self.log = Path(out), config, log
         self._lock = threading.Lock()  # seeds may train (and checkpoint) in threads
         self._recorded: dict[str, Any] = {}
+        self.primary = primary  # the others of a multi-process run read, never write
+        self._folder_lock = None
+        if not primary:
+            return
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -177,8 +181,9 @@ class RunStore:
 
     def record(self, extra: dict[str, Any]) -> None:
         """Adds ``extra`` (how the run is laid out, ``RECORDED`` keys) to ``run.json``."""
-        _atomic_write(self.out / MANIFEST,
-                      json.dumps({**self.config, **extra}, indent=1, sort_keys=True))
+        if self.primary:
+            _atomic_write(self.out / MANIFEST,
+                          json.dumps({**self.config, **extra}, indent=1, sort_keys=True))
 
     def recorded(self, name: str) -> Any:
         """A ``RECORDED`` entry of the ``run.json`` found on opening, or None."""
@@ -208,6 +213,8 @@ class RunStore:
                cells: range | None = None) -> None:
         """Stores the rows of a finished (arm, seed), or of its group of ``cells``, and
         drops its checkpoints (for a whole (arm, seed), its groups' files too)."""
+        if not self.primary:
+            return
         _atomic_write(self._rows_path(arm, seed, cells), json.dumps({"key": self.key(arm),
                                                                      "rows": rows}))
         shutil.rmtree(self._checkpoint_dir(arm, seed, cells), ignore_errors=True)
@@ -226,7 +233,8 @@ class RunStore:
         meta = {"key": self.key(arm), "epoch": epoch, "checksums": checksums(leaves)}
         directory = self._checkpoint_dir(arm, seed, cells)
         try:
-            shutil.rmtree(directory / str(epoch), ignore_errors=True)  # a damaged one, set aside
+            if self.primary:  # a damaged one, set aside
+                shutil.rmtree(directory / str(epoch), ignore_errors=True)
             with self._lock, ocp.CheckpointManager(
                     directory, options=ocp.CheckpointManagerOptions(
                         max_to_keep=KEEP_CHECKPOINTS, enable_async_checkpointing=False)
@@ -294,7 +302,8 @@ class RunStore:
 
     def _set_aside(self, directory: Path, epoch: int, why: str) -> None:
         """Removes a damaged checkpoint, saying so: the one before it is tried next."""
-        shutil.rmtree(directory / str(epoch), ignore_errors=True)
+        if self.primary:
+            shutil.rmtree(directory / str(epoch), ignore_errors=True)
         self.log(f"{why}; removed it, trying the one before it")
 
 

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 import wdchain
-from wdchain.ablate import _checks, _layout
+from wdchain.ablate import _checks, _distributed, _layout
 from wdchain.ablate._arms import Arm, parse_arm
 from wdchain.ablate._axes import Variant, axis_values, task_for, variants
 from wdchain.ablate._engine import GridProgram, local_mesh
@@ -183,6 +183,12 @@ def sweep(
         parallel = (os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
     if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
         raise ValueError(f"sweep: parallel must be an integer ≥ 1, got {parallel!r}")
+    if _distributed.several():
+        # Every process must launch the same programs in the same order: one grid at a
+        # time; only the primary process prints.
+        parallel = 1
+        if not _distributed.primary():
+            log, on_chunk = (lambda line: None), None
     if out is not None and not str(out).strip():
         raise ValueError("sweep: out is empty; give a folder (e.g. 'results'), or None to "
                          "write nothing")
@@ -200,8 +206,7 @@ def sweep(
             config["train_sizes"] = list(sizes)
         if widths is not None:
             config["widths"] = list(widths)
-        store = RunStore(Path(out), config, fresh=fresh, log=log,
-                         lock=jax.process_index() == 0)
+        store = _open_store(Path(out), config, fresh, log)
     try:
         plan = functools.partial(_plan, tasks, parsed, seeds, grids, mesh, store, parallel,
                                  log, layout, cells_per_program)
@@ -229,7 +234,7 @@ def _sweep(tasks: dict[Variant, Task], parsed: list[Arm], seeds: tuple[int, ...]
            grids: dict[str, tuple[np.ndarray, np.ndarray]], mesh: Any, store: RunStore | None,
            out: str | Path | None, parallel: int, log: Callable[[str], None],
            on_chunk: Callable[[str, int, int], None] | None,
-           plan: Callable[[dict[str, GridProgram]], int | None] = lambda programs: None,
+           plan: Callable[[dict[Any, GridProgram]], int | None] = lambda programs: None,
            ) -> list[dict[str, Any]]:
     lock = threading.Lock()
     stop = threading.Event()
@@ -290,7 +295,7 @@ def _sweep(tasks: dict[Variant, Task], parsed: list[Arm], seeds: tuple[int, ...]
             if store:
                 store.finish(unit, seed, seed_rows)
             done[arm.name, variant, seed] = seed_rows
-            if out is not None:
+            if out is not None and _distributed.primary():
                 write_csv(ordered(), Path(out) / "results.csv")
 
     if todo:
@@ -301,9 +306,31 @@ def _sweep(tasks: dict[Variant, Task], parsed: list[Arm], seeds: tuple[int, ...]
             if failures:  # a fault before an interruption it caused
                 raise min(failures, key=lambda e: isinstance(e, Interrupted))
     rows = ordered()
-    if out is not None:
+    if out is not None and _distributed.primary():
         write_csv(rows, Path(out) / "results.csv")
+    _distributed.barrier("wdchain-sweep-end")
     return rows
+
+
+def _open_store(out: Path, config: dict[str, Any], fresh: bool | str,
+                log: Callable[[str], None]) -> RunStore:
+    """The run's folder: opened (checked, cleared, locked) by the primary process; the
+    others open it once the primary has, and stop with its error if it could not."""
+    if not _distributed.several():
+        return RunStore(out, config, fresh=fresh, log=log)
+    store, error = None, None
+    if _distributed.primary():
+        try:
+            store = RunStore(out, config, fresh=fresh, log=log)
+        except ValueError as failure:
+            error = str(failure)
+    error = _distributed.agree(error)
+    if error is not None:
+        if store is not None:
+            store.close()
+        raise ValueError(error)
+    _distributed.barrier("wdchain-store-open")
+    return store or RunStore(out, config, fresh=fresh, log=log, primary=False)
 
 
 class _nothing:
@@ -399,7 +426,15 @@ def _plan(tasks: dict[Variant, Task], parsed: list[Arm], seeds: tuple[int, ...],
     """The cells per program of every arm, chosen by ``_layout.plan`` for the largest arm's
     grid (of the widest variant), logged and recorded in ``run.json``; its compiled
     program joins ``programs``."""
-    recorded = store.recorded("layout") if store is not None else None
+    recorded = _distributed.agree(store.recorded("layout") if store is not None else None)
+    processes = jax.process_count()
+    if isinstance(recorded, dict) and recorded.get("processes", 1) != processes:
+        raise ValueError(
+            f"sweep: the run in this out folder was started with {recorded.get('processes', 1)} "
+            f"process(es) over {recorded.get('devices')} device(s); this one has {processes} "
+            f"over {mesh.devices.size}. Resume it with {recorded.get('processes', 1)} "
+            "process(es) (the checkpoints are laid out for those devices), or start over "
+            "with fresh=True (--fresh)")
     if layout is None and cells_per_program is None and isinstance(recorded, dict):
         size = int(recorded["cells_per_program"])
         log(f"layout {recorded['layout']}, {size} cells per program (as recorded in "
@@ -419,7 +454,8 @@ def _plan(tasks: dict[Variant, Task], parsed: list[Arm], seeds: tuple[int, ...],
         parallel=min(parallel, len(parsed) * len(seeds)), seed=seeds[0], log=log)
     log(chosen.describe())
     if store is not None:
-        store.record({"layout": chosen.as_json()})
+        store.record({"layout": {**chosen.as_json(), "processes": processes,
+                                 "devices": int(mesh.devices.size)}})
     if program is not None:
         programs[largest.name, variant] = program
     return None if chosen.layout == "vmap" else chosen.cells_per_program
