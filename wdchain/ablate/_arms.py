@@ -30,10 +30,9 @@ import numpy as np
 import optax
 
 import wdchain
-from wdchain import _builder
-from wdchain._registry import REGISTRY
+from wdchain.registry import REGISTRY
 
-DECAYS: tuple[str, ...] = tuple(getattr(_builder, "DECAYS", wdchain.PLACEMENTS))
+DECAYS: tuple[str, ...] = tuple(wdchain.DECAYS)
 MODIFIERS = {"cautious": ("gate", "cautious"), "init": ("toward", "init")}
 SHORT_NAMES = {
     "adamw": "adam-decoupled",
@@ -63,8 +62,9 @@ _WD_SPAN_SGD = {
 
 
 def preconditioners() -> tuple[str, ...]:
-    """The builder's preconditioners, read from the builder."""
-    return tuple(wdchain.PRECONDITIONERS)
+    """The builder's preconditioners, read from the registry now (so a preconditioner
+    registered after import is an arm)."""
+    return wdchain.registry.names()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +138,13 @@ def parse_arm(name: str) -> Arm:
     base, *modifiers = name.split("+")
     preconditioner, _, decay = SHORT_NAMES.get(base, base).rpartition("-")
     names = preconditioners()
+    if base in names:
+        raise ValueError(
+            f"arm {name!r} needs a decay placement: {base}-l2 is torch's {base} with "
+            f"weight_decay=λ (L2, the gradient gets + λθ; torch.optim.Adam's is adam-l2), "
+            f"{base}-decoupled decays like AdamW (adamw = adam-decoupled), "
+            f"{base}-independent as Loshchilov & Hutter, {base}-none has no decay"
+        )
     unknown = [m for m in modifiers if m not in MODIFIERS]
     if preconditioner not in names or decay not in DECAYS or unknown:
         raise ValueError(

@@ -10,6 +10,7 @@ import os
 import shlex
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,8 +20,10 @@ import numpy as np
 
 from wdchain.ablate._arms import default_grids_text, parse_arm
 from wdchain.ablate._builtin import TASKS
+from wdchain.ablate._interrupt import Interrupted
 from wdchain.ablate._presets import PRESETS
 from wdchain.ablate._report import analyse, write_report
+from wdchain.ablate._resume import CheckpointWriteError
 from wdchain.ablate._sweep import run_info, sweep
 from wdchain.ablate._task import Task
 from wdchain.ablate._trajectories import trace, write_trajectories
@@ -74,7 +77,19 @@ def _seeds(text: str) -> tuple[int, ...]:
     return values
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    parse = _int_at_least(1)
+    values = tuple(sorted({parse(item.strip()) for item in text.split(",") if item.strip()}))
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one value, e.g. 1000,2000,4000")
+    return values
+
+
 def _writable_folder(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "the output folder is empty; give a folder, e.g. --out results (use --out . "
+            "to write into the current directory)")
     folder = Path(text)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -135,16 +150,70 @@ def parser() -> argparse.ArgumentParser:
                        help="epochs per cell (overrides the task's)")
     parse.add_argument("--batch-size", type=_int_at_least(1), default=None,
                        help="batch size (overrides the task's)")
-    parse.add_argument("--seeds", type=_seeds, default=None,
-                       help="comma-separated seeds, e.g. 0,1,2")
+    parse.add_argument("--seeds", type=_seeds, nargs="+", default=None,
+                       help="seeds, comma- or space-separated, e.g. 0,1,2 or 0 1 2")
+    parse.add_argument("--train-sizes", type=_sizes, default=None,
+                       help="comma-separated training-set sizes, e.g. 1000,2000,4000,8000: "
+                       "every grid trains on nested, stratified subsets of the training split "
+                       "(a train_size column; the summary fits λ* against N)")
+    parse.add_argument("--widths", type=_sizes, default=None,
+                       help="comma-separated model widths, e.g. 50,100,200: the model is built "
+                       "as model(rngs, width=w) (the built-in tasks' hidden units; a width "
+                       "column)")
     parse.add_argument("--out", type=_writable_folder, default="results",
                        help="output folder (default results/); an interrupted run started "
                        "again with the same command resumes there")
-    parse.add_argument("--fresh", action="store_true",
-                       help="discard what --out holds and start over")
+    parse.add_argument("--fresh", nargs="?", const=True, default=False, choices=["all"],
+                       help="discard the checkpoints and outputs in --out and start over, "
+                       "keeping finished (arm, seed) rows whose configuration is unchanged; "
+                       "--fresh all discards those too")
     parse.add_argument("--no-trajectories", action="store_true",
                        help="skip retraining each arm's selected cell with diagnostics")
     return parse
+
+
+_NUMBER_OPTIONS = ("--lrs", "--wds", "--seeds", "--epochs", "--batch-size", "--grid-size")
+
+
+def _join_negative_numbers(argv: Sequence[str]) -> list[str]:
+    """``--lrs -1e-3`` as ``--lrs=-1e-3``: argparse takes a value starting with '-' that
+    is not a plain integer for an option, and says only 'expected one argument'."""
+    joined: list[str] = []
+    items = list(argv)
+    for index, item in enumerate(items):
+        previous = joined[-1] if joined else None
+        if previous in _NUMBER_OPTIONS and item.startswith("-") and index > 0:
+            try:
+                float(item.split(",")[0])
+            except ValueError:
+                joined.append(item)
+                continue
+            joined[-1] = f"{previous}={item}"
+            continue
+        joined.append(item)
+    return joined
+
+
+class _ChunkLines:
+    """Without a terminal: one line per finished chunk, with elapsed time and an estimate."""
+
+    def __init__(self, total_epochs: int):
+        self.total, self.done, self.start = total_epochs, 0, time.monotonic()
+
+    def __call__(self, arm: str, seed: int, epochs: int, epoch: int, of: int) -> None:
+        self.done += epochs
+        elapsed = time.monotonic() - self.start
+        left = elapsed / self.done * (self.total - self.done) if self.done else math.nan
+        print(f"{arm} seed {seed}: epoch {epoch}/{of} · {_clock(elapsed)} elapsed · "
+              f"~{_clock(left)} left ({self.done}/{self.total} epochs)",
+              file=sys.stderr, flush=True)
+
+
+def _clock(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -152,7 +221,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from tqdm import tqdm
 
     parse = parser()
-    args = parse.parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = parse.parse_args(_join_negative_numbers(given))
+    if args.seeds is not None:
+        args.seeds = tuple(dict.fromkeys(s for group in args.seeds for s in group))
     preset = PRESETS[args.preset]
     try:
         task = load_task(args.task or preset.task)
@@ -165,28 +237,54 @@ def main(argv: Sequence[str] | None = None) -> None:
     arms = args.arms or list(preset.arms)
     seeds = args.seeds or preset.seeds
     grid_size = args.grid_size or preset.grid_size
-    with tqdm(total=len(arms) * len(seeds) * task.epochs, unit="epoch", file=sys.stderr,
-              disable=None) as bar:
+    own = args.arms is None and args.grid_size is None  # the preset's grids, its arms
+    lrs = args.lrs if args.lrs is not None else (preset.lrs if own else None)
+    wds = args.wds if args.wds is not None else (preset.weight_decays if own else None)
+    sizes = args.train_sizes or preset.train_sizes
+    widths = args.widths or preset.widths
+    variants = len(sizes or (1,)) * len(widths or (1,))
+    import jax
+
+    command = ("python -m wdchain.ablate " + shlex.join(given)).strip()
+    total = len(arms) * len(seeds) * variants * task.epochs
+    terminal = sys.stderr.isatty()
+    lines = _ChunkLines(total) if not terminal and jax.process_index() == 0 else None
+    with tqdm(total=total, unit="epoch", file=sys.stderr, disable=None) as bar:
+        reached: dict[tuple[str, int], int] = {}
 
         def on_chunk(arm: str, seed: int, epochs: int) -> None:
             bar.set_description(f"{arm} seed {seed}")
             bar.update(epochs)
+            reached[arm, seed] = reached.get((arm, seed), 0) + epochs
+            if lines is not None:
+                lines(arm, seed, epochs, reached[arm, seed], task.epochs)
 
         try:
-            rows = sweep(task, arms=arms, lrs=args.lrs, weight_decays=args.wds, seeds=seeds,
+            rows = sweep(task, arms=arms, lrs=lrs, weight_decays=wds, seeds=seeds,
+                         train_sizes=sizes, widths=widths,
                          out=args.out, fresh=args.fresh, grid_size=grid_size,
                          log=lambda line: tqdm.write(line, file=sys.stderr), on_chunk=on_chunk)
-        except ValueError as error:
+        except Interrupted:
+            bar.close()
+            print(f"interrupted: {args.out}/ holds the checkpoints; run the same command to "
+                  f"resume: {command}", file=sys.stderr)
+            raise SystemExit(130) from None
+        except CheckpointWriteError as error:
+            bar.close()
+            print(f"wdchain-ablate: error: {error}", file=sys.stderr)
+            raise SystemExit(1) from None
+        except (TypeError, ValueError) as error:
             bar.close()
             parse.error(str(error))
-    import jax
 
     info: dict[str, Any] = run_info(task, seeds, len(jax.local_devices()))
-    info["command"] = ("python -m wdchain.ablate " + shlex.join(
-        sys.argv[1:] if argv is None else list(argv))).strip()
+    info["command"] = command
     summary = write_report(rows, args.out, info)
     written = "results.csv, summary.md, figure2.png"
-    if not args.no_trajectories:
+    written += "".join(f", {path.name}" for path in sorted(args.out.glob("scaling_*.png")))
+    if not args.no_trajectories and (sizes or widths):
+        print("trajectories skipped: the run has a train-size or width axis", file=sys.stderr)
+    elif not args.no_trajectories:
         selected = [(grid.arm, m.selected_lr, m.selected_weight_decay)
                     for grid, m in analyse(rows) if np.isfinite(m.selected_lr)]
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # one cell each: ~1 core
@@ -196,4 +294,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         write_trajectories(traces, info, args.out)
         written += ", trajectories.png"
     print(summary)
-    print(f"wrote {written} and {len(arms)} heatmaps to {args.out}/")
+    count = len(arms) * variants
+    heatmaps = f"{count} heatmap{'s' if count != 1 else ''}"
+    print(f"wrote {written} and {heatmaps} to {args.out}/")
