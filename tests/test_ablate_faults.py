@@ -220,6 +220,7 @@ def test_a_second_process_on_the_same_folder_is_refused(tmp_path):
     first = _start(tmp_path)
     try:
         _wait_for(lambda: (tmp_path / STATE).exists(), first)
+        first.send_signal(signal.SIGSTOP)  # paused, it holds the folder (it could finish first)
         second = subprocess.run([*COMMAND, "--out", str(tmp_path)], capture_output=True,
                                 text=True, timeout=300,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -342,7 +343,7 @@ def test_a_truncated_rows_file_is_retrained_with_a_message(tmp_path):
 @pytest.mark.slow
 def test_without_a_terminal_each_finished_chunk_prints_a_line(tmp_path, capsys):
     _cli.main(["--task", "digits", "--arms", "adamw", "--lrs", "1e-2", "--wds", "1e-3",
-               "--epochs", "2", "--no-trajectories", "--out", str(tmp_path)])
+               "--epochs", "2", "--seeds", "0", "--no-trajectories", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("adamw seed 0: epoch")]
     assert len(lines) == 2, err

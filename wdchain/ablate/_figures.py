@@ -112,11 +112,22 @@ def figure2(grids: Sequence[ArmGrid], measures: Sequence[ArmMeasures], info: dic
         ax.set_visible(False)
     if image is not None:
         figure.colorbar(image, ax=list(axes[: len(grids)]), extend="max",
-                        label="validation error %, mean over seeds", shrink=0.8)
-    figure.suptitle("Validation error over lr × λ (red: selected; dotted: tied within 1 SE; "
-                    "dots: λ*(lr))", fontsize=10)
+                        label=colour_label(info), shrink=0.8)
+    figure.suptitle(f"Validation {_measure(info)} over lr × λ (red: selected; dotted: tied "
+                    "within 1 SE; dots: λ*(lr))", fontsize=10)
     figure.supxlabel(provenance(info), fontsize=7, color="0.3")
     figure.savefig(path, dpi=110)
+
+
+def _measure(info: dict[str, Any]) -> str:
+    return "loss" if info.get("selection") == "loss" else "error"
+
+
+def colour_label(info: dict[str, Any]) -> str:
+    """What the colours show: the error in %, or 100 × the loss when the loss selects."""
+    if _measure(info) == "loss":
+        return "validation loss × 100 (no 'error' metric), mean over seeds"
+    return "validation error %, mean over seeds"
 
 
 def heatmap(grid: ArmGrid, measures: ArmMeasures, info: dict[str, Any], path: Path,
@@ -127,7 +138,7 @@ def heatmap(grid: ArmGrid, measures: ArmMeasures, info: dict[str, Any], path: Pa
     figure = Figure(figsize=(6.4, 5.6), layout="constrained")
     ax = figure.add_subplot()
     image = _panel(ax, grid, measures, *colour, tie_points, annotate=True)
-    figure.colorbar(image, ax=ax, extend="max", label="validation error %, mean over seeds")
+    figure.colorbar(image, ax=ax, extend="max", label=colour_label(info))
     figure.supxlabel(provenance(info), fontsize=6, color="0.3")
     figure.savefig(path, dpi=100)
 
