@@ -55,3 +55,25 @@ def test_the_paired_gap_compares_each_seed_at_the_cells_selected_on_all_seeds():
     assert l2.selected == (1, 1) and l2.per_seed_test_error == pytest.approx((0.30, 0.30))
     mean, _, gaps = _analysis.paired_gap(other, l2)
     assert gaps == pytest.approx((-0.05, -0.05)) and mean == pytest.approx(-0.05)
+
+
+def test_verdicts_name_the_shape_the_edge_and_the_gap_in_words():
+    from wdchain.ablate import _report
+
+    lrs, wds = np.logspace(-4, -1, 4), np.logspace(-6, 0, 7)
+    diagonal = np.array([[abs(j - (5 - i)) / 100 + 0.3 for j in range(7)] for i in range(4)])
+    aligned = np.array([[abs(j - 3) / 100 + 0.2 + abs(i - 2) / 100 for j in range(7)]
+                        for i in range(4)])
+    both = (rows([diagonal, diagonal + 0.01], lrs, wds, "adam-l2")
+            + rows([aligned, aligned], lrs, wds, "adam-independent"))
+    words = _report.verdicts(_report.analyse(both), test_size=1000)
+    # The diagonal valley is flat: its first cell (smallest lr) wins the tie, on an edge.
+    assert words == {"adam-l2 shape": "diagonal", "adam-l2 selected cell": "smallest lr",
+                     "adam-independent shape": "axis-aligned",
+                     "adam-independent selected cell": "interior",
+                     "adam-independent vs adam-l2": "better"}
+    # A gap of one point either way in two seeds is below one SE (1.4 points): no verdict.
+    close = (rows([aligned, aligned], lrs, wds, "adam-l2")
+             + rows([aligned - 0.01, aligned + 0.01], lrs, wds, "adam-independent"))
+    words = _report.verdicts(_report.analyse(close), test_size=1000)
+    assert words["adam-independent vs adam-l2"] == "no consistent difference"
