@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import optax
 
 from wdchain import _recipe, _tree, _validate
-from wdchain.preconditioners.ademamix import check_betas3
 from wdchain.registry import register_preconditioner
 from wdchain.types import Options
 
@@ -18,7 +17,7 @@ from wdchain.types import Options
 def check_options(where: str, options: Options) -> None:
     """Adan's options: three ``betas`` in [0, 1), ``eps`` ≥ 0, ``diff_weight`` ≥ 0 or
     None."""
-    check_betas3(where, options["betas"])
+    _validate.check_betas3(where, options["betas"])
     _validate.check_range(where, "eps", options["eps"])
     if options["diff_weight"] is not None:
         _validate.check_range(where, "diff_weight", options["diff_weight"])

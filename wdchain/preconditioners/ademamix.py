@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -25,24 +24,10 @@ class ScaleByAdemamixState(NamedTuple):
     nu: Any  # second moment ν (β₂), one per leaf
 
 
-def check_betas3(where: str, betas: Any) -> tuple[Any, Any, Any]:
-    """Checks a ``(beta1, beta2, beta3)`` triple: three values, each in [0, 1)."""
-    try:
-        beta1, beta2, beta3 = betas
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{where}: betas must be three numbers (beta1, beta2, beta3), each in "
-            f"[0, 1), got {betas!r}"
-        ) from None
-    for i, beta in enumerate((beta1, beta2, beta3)):
-        _validate.check_range(where, f"betas[{i}]", beta, high=1.0, high_open=True)
-    return beta1, beta2, beta3
-
-
 def check_options(where: str, options: Options) -> None:
     """AdEMAMix's options: three ``betas`` in [0, 1), ``alpha`` and ``eps`` ≥ 0, the
     warmups None or a whole number of updates > 0."""
-    check_betas3(where, options["betas"])
+    _validate.check_betas3(where, options["betas"])
     _validate.check_range(where, "alpha", options["alpha"])
     _validate.check_range(where, "eps", options["eps"])
     _check_warmup(where, "alpha_warmup", options["alpha_warmup"])
@@ -73,15 +58,8 @@ def _warmed_beta3(beta1: Any, beta3: Any, warmup: int | None, t: jax.Array) -> A
     if warmup is None:
         return beta3
     a = jnp.minimum(t / warmup, 1.0)
-    inverse_log = (1 - a) / _log(beta1, t.dtype) + a / _log(beta3, t.dtype)
+    inverse_log = (1 - a) / _tree.log_decay(beta1, t.dtype) + a / _tree.log_decay(beta3, t.dtype)
     return jnp.where(a >= 1, jnp.asarray(beta3, t.dtype), jnp.exp(1 / inverse_log))
-
-
-def _log(beta: Any, dtype: Any) -> jax.Array:
-    number = _validate.concrete_number(beta)
-    if number is None:
-        return jnp.log(jnp.asarray(beta, dtype))
-    return jnp.asarray(math.log(number) if number > 0 else -math.inf, dtype)
 
 
 def scale_by_ademamix(
