@@ -146,17 +146,12 @@ class RunStore:
                 path.unlink()
 
     def _rows_of_this_config(self, path: Path) -> bool:
-        match = re.fullmatch(r"rows-(.+)-seed(\d+)\.json", path.name)
-        if match is None:
-            return False
         try:
             stored = json.loads(path.read_text())
         except (OSError, ValueError):
             return False
-        arm = next((name for name in self.config.get("arms", [])
-                    if safe_name(name) == match.group(1)), None)
-        return (arm is not None and isinstance(stored, dict)
-                and stored.get("key") == self.key(arm))
+        return (isinstance(stored, dict) and isinstance(stored.get("unit"), str)
+                and stored.get("key") == self.key(stored["unit"]))
 
     def close(self) -> None:
         """Releases the folder's lock."""
@@ -216,7 +211,7 @@ class RunStore:
         if not self.primary:
             return
         _atomic_write(self._rows_path(arm, seed, cells), json.dumps({"key": self.key(arm),
-                                                                     "rows": rows}))
+                                                                     "unit": arm, "rows": rows}))
         shutil.rmtree(self._checkpoint_dir(arm, seed, cells), ignore_errors=True)
         if cells is None:
             prefix = f"{safe_name(arm)}-seed{seed}-cells"

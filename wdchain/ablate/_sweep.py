@@ -193,6 +193,9 @@ def sweep(
         raise ValueError("sweep: out is empty; give a folder (e.g. 'results'), or None to "
                          "write nothing")
     probe = _checks.check_task(task, seeds)
+    for variant_task in tasks.values():  # another width may have other outputs
+        if variant_task is not task:
+            _checks.check_task(variant_task, seeds)
     _warn_lost_decay(parsed, grids, probe)
     store = None
     if out is not None:
