@@ -448,6 +448,9 @@ def test_every_decay_gate_and_target_builds_runs_and_is_described(name: str) -> 
                                  gate="cautious", toward="init", mask=mask))
     arm = parse_arm(f"{name}-independent+cautious")
     assert (arm.preconditioner, arm.decay, arm.gate) == (name, "independent", "cautious")
+    # the runner's default λ grid: SGD's for LARS (λθ joins g before the ratio)
+    decoupled = parse_arm(f"{name}-decoupled").default_weight_decays(2)
+    assert decoupled[-1] == (1.0 if name == "lars" else 100.0)
 
 
 def test_schedule_free_describes_its_average_and_decay_point() -> None:
