@@ -40,8 +40,10 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import wdchain
+from wdchain.ablate import _distributed
 from wdchain.ablate._arms import Arm
 from wdchain.ablate._checks import check_batch
+from wdchain.ablate._convolutions import canonical_convolutions
 from wdchain.ablate._task import Task
 
 EVAL_BATCH = 1000
@@ -92,8 +94,9 @@ class Metrics(NamedTuple):
 
 
 def local_mesh(devices: Sequence[Any] | None) -> Mesh:
-    """A 1-D mesh named ``cells`` over ``devices`` (all local devices when None)."""
-    devices = list(jax.local_devices() if devices is None else devices)
+    """A 1-D mesh named ``cells`` over ``devices``; None: every device, of every process
+    after ``jax.distributed.initialize`` (of this one otherwise)."""
+    devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("sweep: devices is empty; give at least one device, or None for all")
     return Mesh(np.array(devices), ("cells",))
@@ -110,6 +113,10 @@ class GridProgram:
       per_cell_batch: give each cell its own copy of the batch (True) or share it
         (False); None decides by :func:`batch_per_cell`. Only the speed (and the
         rounding of the first layer's products) differs.
+      cells_per_program: train the cells in groups of at most this many per program
+        run (``groups``: ``group`` of :meth:`initial_carry`, :meth:`train_chunk`,
+        :meth:`evaluate`); None: all at once. Every group has the same padded size, so
+        the program compiles once for all of them.
 
     A seed changes the initial weights (``task.model(nnx.Rngs(seed))``, so also the
     model's other RNG streams, e.g. Dropout's), the batch order and, for tasks with
@@ -117,7 +124,8 @@ class GridProgram:
     """
 
     def __init__(self, task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray,
-                 mesh: Mesh, per_cell_batch: bool | None = None):
+                 mesh: Mesh, per_cell_batch: bool | None = None,
+                 cells_per_program: int | None = None):
         self.task, self.arm, self.mesh = task, arm, mesh
         self.per_cell_batch = per_cell_batch
         self.cells = len(lrs)
@@ -126,11 +134,14 @@ class GridProgram:
         self._first_run = threading.Lock()  # threads of one arm compile it once
         self._compiled = False
         devices = mesh.devices.size
-        self.padded = math.ceil(self.cells / devices) * devices
-        pad = self.padded - self.cells
-        self.lrs = np.concatenate([lrs, np.repeat(lrs[-1:], pad)]).astype(np.float32)
-        self.weight_decays = np.concatenate(
-            [weight_decays, np.repeat(weight_decays[-1:], pad)]).astype(np.float32)
+        per_group = self.cells if cells_per_program is None else min(cells_per_program,
+                                                                     self.cells)
+        self.groups = [range(start, min(start + per_group, self.cells))
+                       for start in range(0, self.cells, per_group)]
+        self.padded = math.ceil(per_group / devices) * devices  # cells per program run
+        self.lrs, self.weight_decays = (
+            np.stack([_pad(np.asarray(values)[group], self.padded) for group in self.groups])
+            for values in (lrs, weight_decays))  # (groups, padded), float32
         self._tasks: dict[int, Task] = {}
         self.steps_per_epoch = self.task_for(0).train_steps_per_epoch()
         self.total_steps = task.epochs * self.steps_per_epoch
@@ -154,8 +165,11 @@ class GridProgram:
         """The seed's initial (params, other state), checked to match the program's."""
         model = self.task.model(nnx.Rngs(seed))
         model.train()
-        graph, params, rest = _split(model)
-        if graph != self._train_graph:
+        _, params, rest = _split(model)
+        # The states' paths, shapes and dtypes, not the graphs: a graph holds the module's
+        # static attributes, e.g. a functools.partial (Flax's MNIST example keeps
+        # ``partial(nnx.avg_pool, ...)``), which never compares equal to another's.
+        if _structure((params, rest)) != self._train_structure:
             raise ValueError(
                 f"Task: model(nnx.Rngs({seed})) builds a module of another structure than "
                 "model(nnx.Rngs(0)); the model must not depend on the seed except by its RNGs"
@@ -168,6 +182,7 @@ class GridProgram:
             raise TypeError(f"Task: model(rngs) must return an nnx.Module, got {model!r}")
         model.train()
         self._train_graph: Any = _split(model)[0]
+        self._train_structure = _structure(_split(model)[1:])
         model.eval()
         self._eval_graph: Any = _split(model)[0]
         loss_fn = self.task.loss_fn
@@ -184,6 +199,9 @@ class GridProgram:
             (loss, rest), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
             updates, opt_state = make_tx(lr, weight_decay).update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, rest, loss
+
+        if jax.default_backend() == "cpu":  # see wdchain.ablate._convolutions
+            cell_step = canonical_convolutions(cell_step)
 
         shared_batch_step = jax.vmap(cell_step, in_axes=(0, 0, 0, 0, 0, None))
         per_cell_batch_step = jax.vmap(cell_step, in_axes=(0, 0, 0, 0, 0, 0))
@@ -213,6 +231,8 @@ class GridProgram:
 
         self._init_state = jax.jit(jax.vmap(init))
         self._run_chunk = jax.jit(run_chunk, donate_argnums=(0,))
+        self._executables: dict[int, Any] = {}  # compiled ahead of time, by chunk steps
+        self.cell_step = cell_step
         self._evaluate = jax.jit(jax.vmap(cell_eval, in_axes=(0, 0, None)))
 
     # -- data ------------------------------------------------------------------------
@@ -240,52 +260,87 @@ class GridProgram:
         return x[order], y[order]
 
     # -- running ---------------------------------------------------------------------
-    def initial_carry(self, seed: int) -> Carry:
-        """Every cell at the seed's initial weights, sharded over the mesh."""
+    def initial_carry(self, seed: int, group: int = 0) -> Carry:
+        """Every cell of ``group`` at the seed's initial weights, sharded over the mesh."""
         params, rest = self._model_state(seed)
-        params = self._put_cells(_broadcast_cells(params, self.padded))
-        rest = self._put_cells(_broadcast_cells(rest, self.padded))
-        lrs, weight_decays = self.cell_hyperparams()
+        params = _distributed.put(params, self._cell_sharding, cells=self.padded)
+        rest = _distributed.put(rest, self._cell_sharding, cells=self.padded)
+        lrs, weight_decays = self.cell_hyperparams(group)
         opt_state = self._init_state(params, lrs, weight_decays)
-        diverged = self._put_cells(jnp.zeros(self.padded, bool))
+        diverged = self._put_cells(np.zeros(self.padded, bool))
         return Carry(params, opt_state, rest, diverged)
 
-    def cell_hyperparams(self) -> tuple[jax.Array, jax.Array]:
-        """Per-cell lr and λ, sharded over the mesh."""
-        return self._put_cells(jnp.asarray(self.lrs)), self._put_cells(
-            jnp.asarray(self.weight_decays))
+    def carry_shapes(self, seed: int) -> Carry:
+        """The shapes, dtypes and shardings of :meth:`initial_carry` (nothing allocated)."""
+        params, rest = jax.eval_shape(lambda: self._model_state(seed))
+
+        def cells(tree: Any) -> Any:
+            return jax.tree.map(lambda a: jax.ShapeDtypeStruct(
+                (self.padded, *a.shape), a.dtype, sharding=self._cell_sharding), tree)
+
+        hyper = jax.ShapeDtypeStruct((self.padded,), np.float32, sharding=self._cell_sharding)
+        params, rest = cells(params), cells(rest)
+        opt_state = jax.eval_shape(self._init_state, params, hyper, hyper)
+        opt_state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(
+            a.shape, a.dtype, sharding=self._cell_sharding), opt_state)
+        diverged: Any = jax.ShapeDtypeStruct((self.padded,), np.bool_,
+                                             sharding=self._cell_sharding)
+        return Carry(params, opt_state, rest, diverged)
+
+    def cell_hyperparams(self, group: int = 0) -> tuple[jax.Array, jax.Array]:
+        """Per-cell lr and λ of ``group``, sharded over the mesh."""
+        return self._put_cells(self.lrs[group]), self._put_cells(self.weight_decays[group])
 
     def _put_cells(self, tree: Any) -> Any:
-        return jax.device_put(tree, self._cell_sharding)
+        return _distributed.put(tree, self._cell_sharding)
 
-    def train_chunk(self, carry: Carry, seed: int, first_epoch: int) -> tuple[Carry, int]:
+    def train_chunk(self, carry: Carry, seed: int, first_epoch: int,
+                    group: int = 0) -> tuple[Carry, int]:
         """Trains ``self.chunk`` epochs (fewer at the end); the carry and the next epoch."""
         if not self._compiled:
             with self._first_run:  # a second thread waits here rather than compile again
-                result = self._train_chunk(carry, seed, first_epoch)
+                result = self._train_chunk(carry, seed, first_epoch, group)
                 self._compiled = True
                 return result
-        return self._train_chunk(carry, seed, first_epoch)
+        return self._train_chunk(carry, seed, first_epoch, group)
 
-    def _train_chunk(self, carry: Carry, seed: int, first_epoch: int) -> tuple[Carry, int]:
+    def _train_chunk(self, carry: Carry, seed: int, first_epoch: int,
+                     group: int) -> tuple[Carry, int]:
         epochs = range(first_epoch, min(first_epoch + self.chunk, self.task.epochs))
-        batches = jax.device_put(self.batches(seed, epochs), self._replicated)
-        lrs, weight_decays = self.cell_hyperparams()
-        carry = self._run_chunk(carry, lrs, weight_decays, batches)
+        batches = _distributed.put(self.batches(seed, epochs), self._replicated)
+        lrs, weight_decays = self.cell_hyperparams(group)
+        run = self._executables.get(len(batches[0]), self._run_chunk)
+        carry = run(carry, lrs, weight_decays, batches)
         jax.block_until_ready(carry)
         return carry, epochs.stop
 
-    def evaluate(self, carry: Carry, seed: int) -> Metrics:
-        """Loss and error on each split, per cell (the padding dropped).
+    def compile_chunk(self, seed: int) -> Any:
+        """The first chunk's program compiled ahead of time, kept for training (its
+        ``memory_analysis()`` and ``cost_analysis()`` are the program's own)."""
+        epochs = range(0, min(self.chunk, self.task.epochs))
+        batches = self.batches(seed, epochs)
+        steps = len(batches[0])
+        if steps not in self._executables:
+            hyper = jax.ShapeDtypeStruct((self.padded,), np.float32,
+                                         sharding=self._cell_sharding)
+            self._executables[steps] = self._run_chunk.lower(
+                self.carry_shapes(seed), hyper, hyper,
+                _with_sharding(batches, self._replicated)).compile()
+        return self._executables[steps]
+
+    def evaluate(self, carry: Carry, seed: int, group: int = 0) -> Metrics:
+        """Loss and error on each split, per cell of ``group`` (the padding dropped).
 
         A cell whose training loss was ever non-finite, or whose final losses are,
         is diverged: its losses and errors are NaN, never a number read as an error.
         """
         task = self.task_for(seed)
-        validation = self._evaluate_split(carry, task.validation)
-        test = self._evaluate_split(carry, task.test)
-        train = validation if callable(task.train) else self._evaluate_split(carry, task.train)
-        diverged = np.asarray(carry.diverged)[: self.cells]
+        real = len(self.groups[group])
+        validation = self._evaluate_split(carry, task.validation, real)
+        test = self._evaluate_split(carry, task.test, real)
+        train = validation if callable(task.train) else self._evaluate_split(
+            carry, task.train, real)
+        diverged = _distributed.to_host(carry.diverged)[:real]
         values = [train[0], *validation, *test]
         diverged = diverged | ~np.all([np.isfinite(v) for v in values], axis=0)
         train_loss, validation_loss, validation_error, test_loss, test_error = (
@@ -293,7 +348,8 @@ class GridProgram:
         return Metrics(train_loss, validation_loss, validation_error, test_loss, test_error,
                        diverged)
 
-    def _evaluate_split(self, carry: Carry, split: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _evaluate_split(self, carry: Carry, split: Any,
+                        real: int) -> tuple[np.ndarray, np.ndarray]:
         x, y = split
         size = len(x)
         loss_sum = np.zeros(self.padded)
@@ -301,10 +357,10 @@ class GridProgram:
         for start in range(0, size, EVAL_BATCH):
             part = (np.asarray(x[start:start + EVAL_BATCH]), np.asarray(y[start:start + EVAL_BATCH]))
             loss, error = self._evaluate(carry.params, carry.rest,
-                                         jax.device_put(part, self._replicated))
-            loss_sum += np.asarray(loss, np.float64) * len(part[0])
-            error_sum += np.asarray(error, np.float64) * len(part[0])
-        return loss_sum[: self.cells] / size, error_sum[: self.cells] / size
+                                         _distributed.put(part, self._replicated))
+            loss_sum += _distributed.to_host(loss).astype(np.float64) * len(part[0])
+            error_sum += _distributed.to_host(error).astype(np.float64) * len(part[0])
+        return loss_sum[:real] / size, error_sum[:real] / size
 
 
 def batch_per_cell(batches: Any, cells: int) -> bool:
@@ -324,6 +380,22 @@ def _split(model: nnx.Module) -> tuple[Any, Any, Any]:
     """(graph, params, everything else) of a module."""
     graph, params, rest = nnx.split(model, nnx.Param, ...)  # type: ignore[misc]
     return graph, params, rest
+
+
+def _structure(tree: Any) -> tuple[Any, list[tuple[tuple[int, ...], Any]]]:
+    """A tree's structure with each leaf's shape and dtype."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, [(np.shape(leaf), getattr(leaf, "dtype", None)) for leaf in leaves]
+
+
+def _with_sharding(tree: Any, sharding: Any) -> Any:
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=sharding),
+                        tree)
+
+
+def _pad(values: np.ndarray, size: int) -> np.ndarray:
+    """``values`` (float32) with the last repeated up to ``size`` entries."""
+    return np.concatenate([values, np.repeat(values[-1:], size - len(values))]).astype(np.float32)
 
 
 def _broadcast_cells(tree: Any, cells: int) -> Any:
