@@ -32,14 +32,23 @@ _FLOATS = ("lr", "weight_decay", "train_loss", "validation_loss", "validation_er
            "test_loss", "test_error")
 
 
+def columns(rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """``CSV_COLUMNS``, then the loss's other metrics (``validation_<name>``,
+    ``test_<name>``) in the order the rows hold them."""
+    extra = dict.fromkeys(key for row in rows for key in row if key not in CSV_COLUMNS)
+    return CSV_COLUMNS + tuple(extra)
+
+
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    """One row per arm × lr × λ × seed, the columns of ``CSV_COLUMNS`` (written atomically)."""
+    """One row per arm × lr × λ × seed, the columns of ``CSV_COLUMNS`` and one column per
+    other metric of the loss (written atomically)."""
+    header = columns(rows)
     temporary = path.with_name(path.name + ".tmp")
     with temporary.open("w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(CSV_COLUMNS)
+        writer.writerow(header)
         for row in rows:
-            writer.writerow([_format(row[column]) for column in CSV_COLUMNS])
+            writer.writerow([_format(row.get(column, math.nan)) for column in header])
     os.replace(temporary, path)
 
 
@@ -51,13 +60,15 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-def read_csv(path: Path) -> list[dict[str, Any]]:
-    """The rows of a ``results.csv``, typed as :func:`wdchain.ablate.sweep` returns them."""
-    with path.open(newline="") as file:
+def read_csv(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``results.csv``, typed as :func:`wdchain.ablate.sweep` returns them
+    (the loss's other metrics, in columns after ``CSV_COLUMNS``, as floats)."""
+    with Path(path).open(newline="") as file:
         rows = list(csv.DictReader(file))
     for row in rows:
-        for column in _FLOATS:
-            row[column] = float(row[column])
+        for column in row:
+            if column in _FLOATS or column not in CSV_COLUMNS:
+                row[column] = float(row[column])
         row["seed"] = int(row["seed"])
         row["diverged"] = row["diverged"] == "true"
     return rows
@@ -104,14 +115,14 @@ def summary_markdown(rows: Sequence[dict[str, Any]], info: dict[str, Any],
     grids = [grid for grid, _ in analysed]
     by_arm = {grid.arm: measures for grid, measures in analysed}
     test_size = int(info.get("test_examples") or 0)
-    lines = [
-        "# Weight-decay ablation: learning rate × weight decay",
-        "",
-        f"Command: `{info.get('command', '')}`",
-        "",
+    selection = info.get("selection", "validation error")
+    lines = ["# Weight-decay ablation: learning rate × weight decay", ""]
+    if info.get("command"):
+        lines += [f"Command: `{info['command']}`", ""]
+    lines += [
         _figures.provenance(info) + f" · {info.get('environment', '')}".rstrip(" ·"),
         "",
-        ("Hyperparameters are selected on the validation split (seed-mean error); the test "
+        (f"Hyperparameters are selected on the seed-mean {selection}; the test "
         "error is reported at the selected cell, mean ± std over seeds. Errors in %."),
         "",
         ("| arm | selected lr | selected λ | val. error | test error | edge | slope (mean grid, rows)"
@@ -133,6 +144,10 @@ def summary_markdown(rows: Sequence[dict[str, Any]], info: dict[str, Any],
             f"{_pm(m.regret_mean, m.regret_std, 100, 1, False)} | {gap} | "
             f"{m.diverged_cells} / {m.cells} |"
         )
+    extra = [c for c in columns(rows) if c not in CSV_COLUMNS]
+    if extra:
+        lines += ["", "The loss's other metrics are in results.csv, one column each: "
+                  + ", ".join(extra) + "."]
     lines += ["", "## What this run shows", "", *findings(analysed, test_size), "",
               "## Measures", "", *_MEASURES]
     return "\n".join(lines) + "\n"
@@ -213,8 +228,13 @@ _MEASURES = [
 ]
 
 
-def write_report(rows: Sequence[dict[str, Any]], out: Path, info: dict[str, Any]) -> str:
-    """Writes summary.md, figure2.png and heatmap_<arm>.png; returns the summary."""
+def write_report(rows: Sequence[dict[str, Any]], out: str | Path,
+                 info: dict[str, Any]) -> str:
+    """Writes summary.md, figure2.png and heatmap_<arm>.png into ``out`` (created if need
+    be); returns the summary. ``info`` is :func:`wdchain.ablate.run_info`'s, with a
+    ``command`` to print (none is printed without one)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     analysed = analyse(rows)
     grids = [grid for grid, _ in analysed]
     measures = [m for _, m in analysed]

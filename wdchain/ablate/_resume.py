@@ -24,7 +24,7 @@ import numpy as np
 
 MANIFEST = "run.json"
 STATE = ".wdchain-ablate"
-OUTPUTS = ("results.csv", "summary.md", "figure2.png")
+OUTPUTS = ("results.csv", "summary.md", "figure2.png", "trajectories.csv", "trajectories.png")
 
 
 def _atomic_write(path: Path, text: str) -> None:

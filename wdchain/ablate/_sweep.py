@@ -18,6 +18,7 @@ import numpy as np
 import wdchain
 from wdchain.ablate._arms import Arm, parse_arm
 from wdchain.ablate._engine import GridProgram, local_mesh
+from wdchain.ablate._models import metric_names
 from wdchain.ablate._report import CSV_COLUMNS, write_csv
 from wdchain.ablate._resume import RunStore
 from wdchain.ablate._task import Task
@@ -67,15 +68,22 @@ def _fingerprint(task: Task) -> str:
 
 
 def run_info(task: Task, seeds: Sequence[int], devices: int | None = None) -> dict[str, Any]:
-    """What :func:`write_report` prints as provenance: task, model, epochs, seeds, version."""
+    """What :func:`write_report` prints as provenance: task, model, epochs, seeds, version,
+    the training recipe and what the selection uses."""
     devices = len(jax.local_devices()) if devices is None else devices
     first = task.for_seed(seeds[0])
     assert first.validation is not None
+    metrics = metric_names(first)
+    selection = ("validation error (the loss's \"error\" metric)" if "error" in metrics else
+                 "validation loss (the loss returns no \"error\" metric; the error columns "
+                 "hold the loss)")
     return {
         "task": task.name, "model": task.label, "epochs": task.epochs,
         "batch_size": task.batch_size, "seeds": list(seeds), "version": wdchain.__version__,
         "validation_examples": len(first.validation[0]), "test_examples": len(first.test[0]),
         "environment": f"jax {jax.__version__}, {jax.default_backend()} × {devices}",
+        "recipe": task.recipe(), "selection": selection,
+        "metrics": [name for name in metrics if name != "error"],
     }
 
 
@@ -93,6 +101,8 @@ def sweep(
     parallel: int | None = None,
     log: Callable[[str], None] | None = None,
     on_chunk: Callable[[str, int, int], None] | None = None,
+    report: bool = True,
+    trajectories: bool = True,
 ) -> list[dict[str, Any]]:
     """Trains ``task`` for every arm × lr × λ × seed; one row (a dict) per cell.
 
@@ -119,12 +129,18 @@ def sweep(
       log: called with a line of text on resuming (default: print to stderr).
       on_chunk: called as ``on_chunk(arm, seed, epochs)`` after each chunk, with the
         number of epochs it trained (or skipped, on resuming).
+      report: with ``out``, also write what the command line writes: ``summary.md``,
+        ``figure2.png`` and ``heatmap_<arm>.png`` (with no "Command:" line).
+      trajectories: with ``out`` and ``report``, also retrain each arm's selected cell
+        (first seed) with diagnostics: ``trajectories.csv`` and ``trajectories.png``.
 
     Returns:
       A list of dicts with the keys of ``CSV_COLUMNS``: ``arm`` (the name given),
       ``preconditioner``, ``decay``, ``lr``, ``weight_decay``, ``seed``, ``train_loss``,
       ``validation_loss``, ``validation_error``, ``test_loss``, ``test_error`` (errors
-      as fractions in [0, 1]; NaN for a diverged cell) and ``diverged``.
+      as fractions in [0, 1]; NaN for a diverged cell) and ``diverged``, then one key
+      per other metric of the loss on validation and test, ``validation_<name>`` and
+      ``test_<name>`` (e.g. ``validation_perplexity``).
     """
     if not isinstance(task, Task):
         raise TypeError(f"sweep: task must be a wdchain.ablate.Task, got {task!r}")
@@ -145,6 +161,7 @@ def sweep(
         config = {
             "task": task.name, "model": task.label, "epochs": task.epochs,
             "batch_size": task.batch_size, "seeds": list(seeds), "data": _fingerprint(task),
+            "recipe": task.recipe(),
             "arms": [arm.name for arm in parsed], "wdchain": wdchain.__version__,
             "grids": {name: [list(map(float, g)) for g in pair] for name, pair in grids.items()},
         }
@@ -204,6 +221,11 @@ def sweep(
     rows = ordered()
     if out is not None:
         write_csv(rows, Path(out) / "results.csv")
+        if report:
+            from wdchain.ablate._outputs import write_outputs
+
+            info = run_info(task, seeds, mesh.devices.size)
+            write_outputs(task, rows, info, out, trajectories=trajectories)
     return rows
 
 
@@ -234,6 +256,6 @@ def _train(program: GridProgram, arm: Arm, seed: int, store: RunStore | None,
             *(float(getattr(metrics, field)[k]) for field in (
                 "train_loss", "validation_loss", "validation_error", "test_loss", "test_error")),
             bool(metrics.diverged[k]),
-        )))
+        ))) | {name: float(values[k]) for name, values in metrics.extra.items()}
         for k, (lr, wd) in enumerate(zip(program.cell_lrs, program.cell_weight_decays))
     ]
