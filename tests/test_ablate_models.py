@@ -29,6 +29,7 @@ from wdchain.ablate import (
 from wdchain.ablate._builtin import digits, digits_splits
 from wdchain.ablate._engine import GridProgram, local_mesh
 from wdchain.ablate._models import pass_rngs
+from wdchain.ablate._report import summary_markdown
 from wdchain.ablate._step import step_keys
 
 
@@ -250,7 +251,7 @@ def test_every_metric_the_loss_returns_is_a_column_of_its_own(tmp_path):
         assert tuple(next(csv.reader(file))) == CSV_COLUMNS + extra
     assert read_csv(str(tmp_path / "results.csv")) == rows
     summary = (tmp_path / "summary.md").read_text()
-    assert "selected on the seed-mean validation error (the loss's \"error\" metric)" in summary
+    assert "selected on the validation split (seed-mean error)" in summary
     assert "one column each: " + ", ".join(extra) in summary
 
 
@@ -260,9 +261,15 @@ def test_a_loss_without_an_error_metric_is_selected_on_and_says_so():
         return loss, {"perplexity": metrics["perplexity"]}
 
     task = dataclasses.replace(digits(), epochs=1, loss=loss_only)
+    rows = sweep(task, arms=["adamw"], lrs=[1e-2], weight_decays=[1e-3], log=quiet)
+    assert rows[0]["validation_error"] == rows[0]["validation_loss"]  # the loss selects
+    assert rows[0]["validation_perplexity"] == pytest.approx(np.exp(rows[0]["validation_loss"]),
+                                                             rel=1e-5)
     info = run_info(task, (0,))
-    assert info["selection"].startswith("validation loss (the loss returns no \"error\"")
-    assert info["metrics"] == ["perplexity"]
+    assert info["selection"] == "loss"
+    text = summary_markdown(rows, info)
+    assert "seed-mean **loss**" in text
+    assert "one column each: validation_perplexity, test_perplexity." in text
 
 
 # -- §0: one call from Python writes what the command line writes ------------------------------

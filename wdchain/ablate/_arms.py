@@ -139,6 +139,13 @@ def parse_arm(name: str) -> Arm:
     base, *modifiers = name.split("+")
     preconditioner, _, decay = SHORT_NAMES.get(base, base).rpartition("-")
     names = preconditioners()
+    if base in names:
+        raise ValueError(
+            f"arm {name!r} needs a decay placement: {base}-l2 is torch's {base} with "
+            f"weight_decay=λ (L2, the gradient gets + λθ; torch.optim.Adam's is adam-l2), "
+            f"{base}-decoupled decays like AdamW (adamw = adam-decoupled), "
+            f"{base}-independent as Loshchilov & Hutter, {base}-none has no decay"
+        )
     unknown = [m for m in modifiers if m not in MODIFIERS]
     if preconditioner not in names or decay not in DECAYS or unknown:
         raise ValueError(

@@ -9,6 +9,7 @@ import math
 import shlex
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ import numpy as np
 
 from wdchain.ablate._arms import default_grids_text, parse_arm
 from wdchain.ablate._builtin import TASKS
+from wdchain.ablate._interrupt import Interrupted
 from wdchain.ablate._presets import PRESETS
-from wdchain.ablate._schedules import parse_schedule
 from wdchain.ablate._outputs import write_outputs
+from wdchain.ablate._resume import CheckpointWriteError
+from wdchain.ablate._schedules import parse_schedule
 from wdchain.ablate._sweep import run_info, sweep
 from wdchain.ablate._task import Task
 
@@ -90,6 +93,10 @@ def _positive(text: str) -> float:
 
 
 def _writable_folder(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "the output folder is empty; give a folder, e.g. --out results (use --out . "
+            "to write into the current directory)")
     folder = Path(text)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -160,16 +167,62 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument("--accumulate", type=_int_at_least(1), default=None,
                        help="average the gradients of K micro-batches of batch-size / K "
                        "examples per step")
-    parse.add_argument("--seeds", type=_seeds, default=None,
-                       help="comma-separated seeds, e.g. 0,1,2")
+    parse.add_argument("--seeds", type=_seeds, nargs="+", default=None,
+                       help="seeds, comma- or space-separated, e.g. 0,1,2 or 0 1 2")
     parse.add_argument("--out", type=_writable_folder, default="results",
                        help="output folder (default results/); an interrupted run started "
                        "again with the same command resumes there")
-    parse.add_argument("--fresh", action="store_true",
-                       help="discard what --out holds and start over")
+    parse.add_argument("--fresh", nargs="?", const=True, default=False, choices=["all"],
+                       help="discard the checkpoints and outputs in --out and start over, "
+                       "keeping finished (arm, seed) rows whose configuration is unchanged; "
+                       "--fresh all discards those too")
     parse.add_argument("--no-trajectories", action="store_true",
                        help="skip retraining each arm's selected cell with diagnostics")
     return parse
+
+
+_NUMBER_OPTIONS = ("--lrs", "--wds", "--seeds", "--epochs", "--batch-size", "--grid-size")
+
+
+def _join_negative_numbers(argv: Sequence[str]) -> list[str]:
+    """``--lrs -1e-3`` as ``--lrs=-1e-3``: argparse takes a value starting with '-' that
+    is not a plain integer for an option, and says only 'expected one argument'."""
+    joined: list[str] = []
+    items = list(argv)
+    for index, item in enumerate(items):
+        previous = joined[-1] if joined else None
+        if previous in _NUMBER_OPTIONS and item.startswith("-") and index > 0:
+            try:
+                float(item.split(",")[0])
+            except ValueError:
+                joined.append(item)
+                continue
+            joined[-1] = f"{previous}={item}"
+            continue
+        joined.append(item)
+    return joined
+
+
+class _ChunkLines:
+    """Without a terminal: one line per finished chunk, with elapsed time and an estimate."""
+
+    def __init__(self, total_epochs: int):
+        self.total, self.done, self.start = total_epochs, 0, time.monotonic()
+
+    def __call__(self, arm: str, seed: int, epochs: int, epoch: int, of: int) -> None:
+        self.done += epochs
+        elapsed = time.monotonic() - self.start
+        left = elapsed / self.done * (self.total - self.done) if self.done else math.nan
+        print(f"{arm} seed {seed}: epoch {epoch}/{of} · {_clock(elapsed)} elapsed · "
+              f"~{_clock(left)} left ({self.done}/{self.total} epochs)",
+              file=sys.stderr, flush=True)
+
+
+def _clock(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -177,7 +230,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from tqdm import tqdm
 
     parse = parser()
-    args = parse.parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = parse.parse_args(_join_negative_numbers(given))
+    if args.seeds is not None:
+        args.seeds = tuple(dict.fromkeys(s for group in args.seeds for s in group))
     preset = PRESETS[args.preset]
     try:
         task = load_task(args.task or preset.task)
@@ -198,26 +254,43 @@ def main(argv: Sequence[str] | None = None) -> None:
     arms = args.arms or list(preset.arms)
     seeds = args.seeds or preset.seeds
     grid_size = args.grid_size or preset.grid_size
-    with tqdm(total=len(arms) * len(seeds) * task.epochs, unit="epoch", file=sys.stderr,
-              disable=None) as bar:
+    import jax
+
+    command = ("python -m wdchain.ablate " + shlex.join(given)).strip()
+    total = len(arms) * len(seeds) * task.epochs
+    terminal = sys.stderr.isatty()
+    lines = _ChunkLines(total) if not terminal and jax.process_index() == 0 else None
+    with tqdm(total=total, unit="epoch", file=sys.stderr, disable=None) as bar:
+        reached: dict[tuple[str, int], int] = {}
 
         def on_chunk(arm: str, seed: int, epochs: int) -> None:
             bar.set_description(f"{arm} seed {seed}")
             bar.update(epochs)
+            reached[arm, seed] = reached.get((arm, seed), 0) + epochs
+            if lines is not None:
+                lines(arm, seed, epochs, reached[arm, seed], task.epochs)
 
         try:
             rows = sweep(task, arms=arms, lrs=args.lrs, weight_decays=args.wds, seeds=seeds,
                          out=args.out, fresh=args.fresh, grid_size=grid_size, report=False,
                          log=lambda line: tqdm.write(line, file=sys.stderr), on_chunk=on_chunk)
-        except ValueError as error:
+        except Interrupted:
+            bar.close()
+            print(f"interrupted: {args.out}/ holds the checkpoints; run the same command to "
+                  f"resume: {command}", file=sys.stderr)
+            raise SystemExit(130) from None
+        except CheckpointWriteError as error:
+            bar.close()
+            print(f"wdchain-ablate: error: {error}", file=sys.stderr)
+            raise SystemExit(1) from None
+        except (TypeError, ValueError) as error:
             bar.close()
             parse.error(str(error))
-    import jax
 
     info: dict[str, Any] = run_info(task, seeds, len(jax.local_devices()))
-    info["command"] = ("python -m wdchain.ablate " + shlex.join(
-        sys.argv[1:] if argv is None else list(argv))).strip()
+    info["command"] = command
     summary, written = write_outputs(task, rows, info, args.out,
                                      trajectories=not args.no_trajectories)
     print(summary)
-    print(f"wrote {', '.join(written)} and {len(arms)} heatmaps to {args.out}/")
+    heatmaps = f"{len(arms)} heatmap{'s' if len(arms) != 1 else ''}"
+    print(f"wrote {', '.join(written)} and {heatmaps} to {args.out}/")

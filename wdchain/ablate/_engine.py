@@ -43,6 +43,7 @@ from wdchain.ablate import _step
 from wdchain.ablate._arms import Arm
 from wdchain.ablate._models import as_called, call_for, first_difference, structure
 from wdchain.ablate._schedules import cosine
+from wdchain.ablate._checks import check_batch
 from wdchain.ablate._task import Task
 
 EVAL_BATCH = 1000
@@ -224,6 +225,8 @@ class GridProgram:
         task = self.task_for(seed)
         if callable(task.train):
             steps = [batch for epoch in epochs for batch in task.train(seed, epoch)]
+            for index, batch in enumerate(steps):
+                check_batch(batch, task.batch_size, index)
             expected = len(epochs) * self.steps_per_epoch
             if len(steps) != expected:
                 raise ValueError(

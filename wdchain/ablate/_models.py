@@ -104,18 +104,3 @@ def as_called(module: nnx.Module, call: CallFn | None, key: jax.Array | None) ->
         return module
     return Called(module, call, None if key is None else nnx.Rngs(key))
 
-
-def metric_names(task: Any) -> tuple[str, ...]:
-    """The names of the metrics ``task``'s loss returns (traced on two validation
-    examples, nothing computed). ``task`` has its validation split in place."""
-    model = task.model(nnx.Rngs(0))
-    model.eval()
-    graph, state = nnx.split(model)
-    call = call_for(model, task.call)
-    x, y = task.validation
-    batch = (np.asarray(x[:2]), np.asarray(y[:2]))
-
-    def metrics(state: Any) -> Any:
-        return task.loss_fn(as_called(nnx.merge(graph, state), call, None), batch)[1]
-
-    return tuple(jax.eval_shape(metrics, state))

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from wdchain.ablate import _figures
+from wdchain.ablate import _checks, _figures
 from wdchain.ablate._analysis import (
     ArmGrid,
     ArmMeasures,
@@ -24,6 +24,8 @@ from wdchain.ablate._analysis import (
     measure,
     paired_gap,
 )
+from wdchain.ablate._arms import parse_arm
+from wdchain.ablate._resume import safe_name
 
 CSV_COLUMNS = ("arm", "preconditioner", "decay", "lr", "weight_decay", "seed", "train_loss",
                "validation_loss", "validation_error", "test_loss", "test_error", "diverged")
@@ -115,18 +117,25 @@ def summary_markdown(rows: Sequence[dict[str, Any]], info: dict[str, Any],
     grids = [grid for grid, _ in analysed]
     by_arm = {grid.arm: measures for grid, measures in analysed}
     test_size = int(info.get("test_examples") or 0)
-    selection = info.get("selection", "validation error")
+    on_loss = info.get("selection") == "loss"
+    measure_name = "loss (%)" if on_loss else "error"
     lines = ["# Weight-decay ablation: learning rate × weight decay", ""]
     if info.get("command"):
         lines += [f"Command: `{info['command']}`", ""]
     lines += [
         _figures.provenance(info) + f" · {info.get('environment', '')}".rstrip(" ·"),
         "",
-        (f"Hyperparameters are selected on the seed-mean {selection}; the test "
-        "error is reported at the selected cell, mean ± std over seeds. Errors in %."),
+        ("Hyperparameters are selected on the validation split (seed-mean error); the test "
+        "error is reported at the selected cell, mean ± std over seeds. Errors in %."
+         if not on_loss else
+         "Hyperparameters are selected on the validation split (seed-mean **loss**: the task's "
+         "loss returns no 'error' metric, so the error columns of results.csv hold the loss); "
+         "the test loss is reported at the selected cell, mean ± std over seeds. The "
+         "columns below marked % hold 100 × the loss."),
         "",
-        ("| arm | selected lr | selected λ | val. error | test error | edge | slope (mean grid, rows)"
-        " | slope per seed | regret (per seed) | test gap vs L2, per seed | diverged |"),
+        (f"| arm | selected lr | selected λ | val. {measure_name} | test {measure_name} | edge "
+         "| slope (mean grid, rows) | slope per seed | regret (per seed) | test gap vs L2, per "
+         "seed | diverged |"),
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for grid, m in analysed:
@@ -148,7 +157,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], info: dict[str, Any],
     if extra:
         lines += ["", "The loss's other metrics are in results.csv, one column each: "
                   + ", ".join(extra) + "."]
-    lines += ["", "## What this run shows", "", *findings(analysed, test_size), "",
+    lines += ["", "## What this run shows", "", *findings(analysed, test_size),
+              *lost_decay_findings(analysed, info.get("decay_dtype")), "",
               "## Measures", "", *_MEASURES]
     return "\n".join(lines) + "\n"
 
@@ -212,6 +222,31 @@ def findings(analysed: Sequence[tuple[ArmGrid, ArmMeasures]], test_size: int) ->
     return lines
 
 
+def lost_decay_findings(analysed: Sequence[tuple[ArmGrid, ArmMeasures]],
+                        dtype: str | None) -> list[str]:
+    """A sentence per arm with cells whose decay the params' dtype rounds away."""
+    if not dtype:
+        return []
+    import jax
+
+    params = [jax.ShapeDtypeStruct((2, 2), dtype)]
+    lines = []
+    for grid, _ in analysed:
+        try:
+            arm = parse_arm(grid.arm)
+        except ValueError:
+            continue
+        cells = [(lr, wd) for lr in grid.lrs for wd in grid.weight_decays]
+        lost = _checks.lost_decay(arm, [c[0] for c in cells], [c[1] for c in cells], params)
+        if lost:
+            lines.append(
+                f"- **{grid.arm}: decay lost to {dtype} rounding** in {len(lost)} of "
+                f"{len(cells)} cells (λ up to {max(wd for _, wd in lost):.3g}): they trained "
+                "as with λ = 0. Keep float32 master weights or use wdchain.compensate_rounding."
+            )
+    return lines
+
+
 _MEASURES = [
     "- *val. error*: seed-mean validation error of the selected cell (the lowest on the grid).",
     "- *edge*: the selected cell lies on the first/last lr, the smallest/largest λ or λ = 0.",
@@ -228,11 +263,17 @@ _MEASURES = [
 ]
 
 
+def heatmap_path(out: Path, arm: str) -> Path:
+    """``out/heatmap_<arm>.png``, the arm's name made a safe file name (never outside out)."""
+    return Path(out) / f"heatmap_{safe_name(arm)}.png"
+
+
 def write_report(rows: Sequence[dict[str, Any]], out: str | Path,
                  info: dict[str, Any]) -> str:
     """Writes summary.md, figure2.png and heatmap_<arm>.png into ``out`` (created if need
     be); returns the summary. ``info`` is :func:`wdchain.ablate.run_info`'s, with a
     ``command`` to print (none is printed without one)."""
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     analysed = analyse(rows)
@@ -246,7 +287,7 @@ def write_report(rows: Sequence[dict[str, Any]], out: str | Path,
     _figures.figure2(grids, measures, info, out / "figure2.png", tie)
     colour = _figures.colour_range(grids)
     for grid, m in analysed:
-        _figures.heatmap(grid, m, info, out / f"heatmap_{grid.arm}.png", tie, colour)
+        _figures.heatmap(grid, m, info, heatmap_path(out, grid.arm), tie, colour)
     summary = summary_markdown(rows, info, analysed)
     (out / "summary.md").write_text(summary)
     return summary

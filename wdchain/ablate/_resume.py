@@ -1,18 +1,31 @@
 """Resuming a sweep: a manifest, finished (arm, seed) rows, and orbax checkpoints.
 
-The output folder holds ``run.json`` (what was asked for), and ``.wdchain-ablate/``:
-one JSON file of rows per finished (arm, seed) and an orbax checkpoint of the grid in
-progress, written after every chunk of ceil(epochs / 10) epochs. Started again with
-the same configuration, a sweep skips the finished (arm, seed) pairs and restarts the
-one in progress from its last checkpoint; the same compiled program then runs on the
-same state, so the CSV is the same as an uninterrupted run's. A folder holding another
-configuration's run is refused, never overwritten; ``fresh=True`` clears it first.
+The output folder holds ``run.json`` (what was asked for, with the fingerprint of the
+model, loss and data: :mod:`._fingerprint`), and ``.wdchain-ablate/``: one JSON file of
+rows per finished (arm, seed) and orbax checkpoints of the grid in progress, written
+after every chunk of ceil(epochs / 10) epochs. Started again with the same
+configuration, a sweep skips the finished (arm, seed) pairs and restarts the one in
+progress from its last checkpoint; the same compiled program then runs on the same
+state, so the CSV is the same as an uninterrupted run's. A folder holding another
+configuration's run is refused, naming what differs, never overwritten.
+
+Every rows file and checkpoint carries the key of its own (arm, seed) configuration and
+is refused under another (so a deleted ``run.json`` cannot let old results through).
+The last two checkpoints are kept, each with a checksum of its arrays: a checkpoint that
+does not read back or whose arrays fail their checksum is skipped, with a message, for
+the one before it, or for the start of that (arm, seed). ``fresh=True`` discards
+checkpoints and outputs but keeps the rows of finished (arm, seed) pairs whose
+configuration is unchanged (the same program on the same state gives the same rows);
+``fresh="all"`` discards those too. The folder is locked while a sweep runs
+(:mod:`._lock`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import threading
 from collections.abc import Callable
@@ -22,9 +35,20 @@ from typing import Any
 import jax
 import numpy as np
 
+from wdchain.ablate._fingerprint import differences
+from wdchain.ablate._integrity import checksums
+from wdchain.ablate._lock import FolderLock
+
 MANIFEST = "run.json"
 STATE = ".wdchain-ablate"
 OUTPUTS = ("results.csv", "summary.md", "figure2.png", "trajectories.csv", "trajectories.png")
+OWNED_GLOBS = ("heatmap_*.png", "*.tmp")
+KEEP_CHECKPOINTS = 2
+_RUN_WIDE = ("seeds", "arms", "grids")  # the rest of the config applies to every (arm, seed)
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written: the run stops rather than lose its progress."""
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -33,85 +57,214 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-class RunStore:
-    """The output folder of one sweep configuration."""
+def safe_name(text: str) -> str:
+    """``text`` as one file-name component: no separator, no leading dot."""
+    return re.sub(r"[^A-Za-z0-9+=,._-]", "_", text).lstrip(".") or "_"
 
-    def __init__(self, out: Path, config: dict[str, Any], *, fresh: bool,
-                 log: Callable[[str], None]):
+
+def _read_json(path: Path, fix: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"sweep: cannot read {path} ({error}); it is damaged or truncated: "
+                         f"{fix}") from None
+
+
+class RunStore:
+    """The output folder of one sweep configuration.
+
+    Args:
+      out: the folder.
+      config: what determines the results (run.json).
+      fresh: False, True (discard checkpoints and outputs, keep finished rows of an
+        unchanged configuration) or ``"all"`` (discard everything the run owns).
+      log: where messages go.
+      lock: take the folder's lock (the primary process of a multi-process run).
+    """
+
+    def __init__(self, out: Path, config: dict[str, Any], *, fresh: bool | str,
+                 log: Callable[[str], None], lock: bool = True):
         self.out, self.config, self.log = Path(out), config, log
         self._lock = threading.Lock()  # seeds may train (and checkpoint) in threads
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise ValueError(f"sweep: cannot create out={str(out)!r}: {error}") from None
-        manifest = self.out / MANIFEST
+        self._folder_lock = FolderLock(self.out, log) if lock else None
+        try:
+            self._open(fresh)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, fresh: bool | str) -> None:
+        out, config = self.out, self.config
+        manifest = out / MANIFEST
         if fresh:
-            shutil.rmtree(self.out / STATE, ignore_errors=True)
-            for name in (MANIFEST, *OUTPUTS):
-                (self.out / name).unlink(missing_ok=True)
-            for png in self.out.glob("heatmap_*.png"):
-                png.unlink()
+            self._discard(everything=fresh == "all")
         elif manifest.exists():
-            previous = json.loads(manifest.read_text())
+            previous = _read_json(manifest, "use fresh=True (--fresh) to start over (finished "
+                                  "(arm, seed) rows whose configuration is unchanged are "
+                                  "kept), or another out folder")
             if previous != config:
-                differ = sorted(key for key in set(previous) | set(config)
-                                if previous.get(key) != config.get(key))
+                differ = differences(previous if isinstance(previous, dict) else {}, config)
                 raise ValueError(
                     f"sweep: out={str(out)!r} holds another run (it differs in: "
                     f"{', '.join(differ)}); use another out folder, or fresh=True (--fresh) "
                     "to replace it"
                 )
-        elif any((self.out / name).exists() for name in OUTPUTS):
+        elif any((out / name).exists() for name in OUTPUTS[:3]):
             raise ValueError(
                 f"sweep: out={str(out)!r} holds results of a run with no {MANIFEST}; use "
                 "another out folder, or fresh=True (--fresh) to replace them"
             )
-        (self.out / STATE).mkdir(exist_ok=True)
+        (out / STATE).mkdir(exist_ok=True)
         _atomic_write(manifest, json.dumps(config, indent=1, sort_keys=True))
 
+    def _discard(self, *, everything: bool) -> None:
+        """Removes what a run owns in ``out``; finished rows of this config stay unless
+        ``everything``."""
+        state = self.out / STATE
+        if state.exists():
+            for path in state.iterdir():
+                keep = (not everything and path.name.startswith("rows-")
+                        and self._rows_of_this_config(path))
+                if not keep:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+        for name in (MANIFEST, *OUTPUTS):
+            (self.out / name).unlink(missing_ok=True)
+        for pattern in OWNED_GLOBS:
+            for path in self.out.glob(pattern):
+                path.unlink()
+
+    def _rows_of_this_config(self, path: Path) -> bool:
+        match = re.fullmatch(r"rows-(.+)-seed(\d+)\.json", path.name)
+        if match is None:
+            return False
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+        arm = next((name for name in self.config.get("arms", [])
+                    if safe_name(name) == match.group(1)), None)
+        return (arm is not None and isinstance(stored, dict)
+                and stored.get("key") == self.key(arm))
+
+    def close(self) -> None:
+        """Releases the folder's lock."""
+        if self._folder_lock is not None:
+            self._folder_lock.release()
+            self._folder_lock = None
+
+    def key(self, arm: str) -> str:
+        """A hash of what determines (arm, any seed)'s rows: the config, this arm's grid."""
+        mine = {k: v for k, v in self.config.items() if k not in _RUN_WIDE}
+        mine["grid"] = self.config.get("grids", {}).get(arm)
+        mine["arm"] = arm
+        return hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()[:16]
+
     def _rows_path(self, arm: str, seed: int) -> Path:
-        return self.out / STATE / f"rows-{arm}-seed{seed}.json"
+        return self.out / STATE / f"rows-{safe_name(arm)}-seed{seed}.json"
 
     def _checkpoint_dir(self, arm: str, seed: int) -> Path:
-        return (self.out / STATE / f"checkpoint-{arm}-seed{seed}").absolute()
+        return (self.out / STATE / f"checkpoint-{safe_name(arm)}-seed{seed}").absolute()
 
     def finished(self, arm: str, seed: int) -> list[dict[str, Any]] | None:
         """The rows of a finished (arm, seed), or None."""
         path = self._rows_path(arm, seed)
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            self.log(f"{path} is damaged ({error}): {arm} seed {seed} trains again")
+            path.unlink()
+            return None
+        if not isinstance(stored, dict) or stored.get("key") != self.key(arm):
+            raise ValueError(
+                f"sweep: {path} holds the rows of {arm} seed {seed} under another "
+                f"configuration than this run's ({MANIFEST} was changed or removed); use "
+                "fresh=True (--fresh) to train it again, or another out folder"
+            )
+        return list(stored["rows"])
 
     def finish(self, arm: str, seed: int, rows: list[dict[str, Any]]) -> None:
-        """Stores the rows of a finished (arm, seed) and drops its checkpoint."""
-        _atomic_write(self._rows_path(arm, seed), json.dumps(rows))
+        """Stores the rows of a finished (arm, seed) and drops its checkpoints."""
+        _atomic_write(self._rows_path(arm, seed), json.dumps({"key": self.key(arm),
+                                                              "rows": rows}))
         shutil.rmtree(self._checkpoint_dir(arm, seed), ignore_errors=True)
 
     def save(self, arm: str, seed: int, epoch: int, carry: Any) -> None:
-        """Checkpoints the grid in progress after ``epoch`` epochs (orbax)."""
+        """Checkpoints the grid in progress after ``epoch`` epochs (orbax), with its key and
+        the checksums of its arrays; keeps the last ``KEEP_CHECKPOINTS``."""
         import orbax.checkpoint as ocp
 
         leaves = [_plain(leaf) for leaf in jax.tree.leaves(carry)]
-        with self._lock, ocp.CheckpointManager(self._checkpoint_dir(arm, seed),
-                                   options=ocp.CheckpointManagerOptions(max_to_keep=1)) as manager:
-            manager.save(epoch, args=ocp.args.StandardSave({"leaves": leaves}))
-            manager.wait_until_finished()
+        meta = {"key": self.key(arm), "epoch": epoch, "checksums": checksums(leaves)}
+        directory = self._checkpoint_dir(arm, seed)
+        try:
+            with self._lock, ocp.CheckpointManager(
+                    directory, options=ocp.CheckpointManagerOptions(
+                        max_to_keep=KEEP_CHECKPOINTS, enable_async_checkpointing=False)
+            ) as manager:
+                manager.save(epoch, args=ocp.args.Composite(
+                    state=ocp.args.StandardSave({"leaves": leaves}),
+                    meta=ocp.args.JsonSave(meta)), force=True)
+                manager.wait_until_finished()
+        except Exception as error:  # noqa: BLE001 - any failure: stop, say where and why
+            raise CheckpointWriteError(
+                f"cannot write the checkpoint of {arm} seed {seed} after epoch {epoch} to "
+                f"{directory}: {type(error).__name__}: {error}. The run stops here; make the "
+                "folder writable (or free space) and run the same command to resume from "
+                "the last checkpoint written"
+            ) from error
 
     def restore(self, arm: str, seed: int, template: Any) -> tuple[int, Any] | None:
-        """(epoch, carry) of the last checkpoint of (arm, seed), or None."""
+        """(epoch, carry) of the last sound checkpoint of (arm, seed), or None."""
         import orbax.checkpoint as ocp
 
         directory = self._checkpoint_dir(arm, seed)
         if not directory.exists():
             return None
+        leaves, treedef = jax.tree.flatten(template)
+        abstract = [jax.ShapeDtypeStruct(np.shape(p), p.dtype, sharding=_sharding(p))
+                    for p in map(_plain, leaves)]
+        steps = sorted((int(p.name) for p in directory.iterdir() if p.name.isdigit()),
+                       reverse=True)
         with ocp.CheckpointManager(directory) as manager:
-            epoch = manager.latest_step()
-            if epoch is None:
-                return None
-            leaves, treedef = jax.tree.flatten(template)
-            abstract = [jax.ShapeDtypeStruct(np.shape(p), p.dtype, sharding=_sharding(p))
-                        for p in map(_plain, leaves)]
-            restored = manager.restore(epoch, args=ocp.args.StandardRestore({"leaves": abstract}))
-        values = [_like(value, leaf) for value, leaf in zip(restored["leaves"], leaves)]
-        return int(epoch), jax.tree.unflatten(treedef, values)
+            for epoch in steps:
+                where = f"checkpoint {directory / str(epoch)} ({arm} seed {seed}, epoch {epoch})"
+                try:
+                    meta = manager.restore(epoch, args=ocp.args.Composite(
+                        meta=ocp.args.JsonRestore()))["meta"]
+                except Exception as error:  # noqa: BLE001 - damaged: fall back
+                    self.log(f"{where} is unreadable ({type(error).__name__}); trying the one "
+                             "before it")
+                    continue
+                if not isinstance(meta, dict) or meta.get("key") != self.key(arm):
+                    raise ValueError(
+                        f"sweep: {where} was written under another configuration than this "
+                        f"run's ({MANIFEST} was changed or removed); use fresh=True (--fresh) "
+                        "to discard checkpoints (finished rows of this configuration are kept)"
+                    )
+                try:
+                    restored = manager.restore(epoch, args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore({"leaves": abstract})))["state"]
+                    values = list(restored["leaves"])
+                    sound = checksums(values) == meta.get("checksums")
+                except Exception as error:  # noqa: BLE001 - damaged: fall back
+                    self.log(f"{where} is unreadable ({type(error).__name__}: "
+                             f"{str(error)[:200]}); trying the one before it")
+                    continue
+                if not sound:
+                    self.log(f"{where} fails its checksum (damaged on disk); trying the one "
+                             "before it")
+                    continue
+                values = [_like(value, leaf) for value, leaf in zip(values, leaves)]
+                return epoch, jax.tree.unflatten(treedef, values)
+        if steps:
+            self.log(f"no sound checkpoint of {arm} seed {seed}: it trains from the start")
+        return None
 
 
 def _plain(leaf: Any) -> Any:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,9 +16,11 @@ import jax
 import numpy as np
 
 import wdchain
+from wdchain.ablate import _checks
 from wdchain.ablate._arms import Arm, parse_arm
 from wdchain.ablate._engine import GridProgram, local_mesh
-from wdchain.ablate._models import metric_names
+from wdchain.ablate._fingerprint import fingerprint
+from wdchain.ablate._interrupt import Interrupted, stop_on_sigint
 from wdchain.ablate._report import CSV_COLUMNS, write_csv
 from wdchain.ablate._resume import RunStore
 from wdchain.ablate._task import Task
@@ -55,35 +57,20 @@ def _seeds(seeds: Any) -> tuple[int, ...]:
     return tuple(int(s) for s in values)
 
 
-def _fingerprint(task: Task) -> str:
-    """A short hash of seed 0's data, so a run is not resumed on other data."""
-    digest = hashlib.sha256()
-    first = task.for_seed(0)
-    for split in (first.train, first.validation, first.test):
-        if split is None or callable(split):
-            continue
-        for array in split:
-            digest.update(np.ascontiguousarray(np.asarray(array)).tobytes())
-    return digest.hexdigest()[:16]
-
-
 def run_info(task: Task, seeds: Sequence[int], devices: int | None = None) -> dict[str, Any]:
     """What :func:`write_report` prints as provenance: task, model, epochs, seeds, version,
     the training recipe and what the selection uses."""
     devices = len(jax.local_devices()) if devices is None else devices
     first = task.for_seed(seeds[0])
     assert first.validation is not None
-    metrics = metric_names(first)
-    selection = ("validation error (the loss's \"error\" metric)" if "error" in metrics else
-                 "validation loss (the loss returns no \"error\" metric; the error columns "
-                 "hold the loss)")
+    probe = _checks.check_task(task, seeds[:1])
     return {
         "task": task.name, "model": task.label, "epochs": task.epochs,
         "batch_size": task.batch_size, "seeds": list(seeds), "version": wdchain.__version__,
         "validation_examples": len(first.validation[0]), "test_examples": len(first.test[0]),
         "environment": f"jax {jax.__version__}, {jax.default_backend()} × {devices}",
-        "recipe": task.recipe(), "selection": selection,
-        "metrics": [name for name in metrics if name != "error"],
+        "selection": probe.selection, "recipe": task.recipe(),
+        "decay_dtype": _checks.low_precision_dtype(probe.decayed),
     }
 
 
@@ -96,7 +83,7 @@ def sweep(
     seeds: Sequence[int] = (0,),
     devices: Sequence[Any] | None = None,
     out: str | Path | None = None,
-    fresh: bool = False,
+    fresh: bool | str = False,
     grid_size: int = 8,
     parallel: int | None = None,
     log: Callable[[str], None] | None = None,
@@ -120,13 +107,23 @@ def sweep(
         local devices.
       out: a folder: write ``results.csv`` (updated after each arm and seed) and keep
         checkpoints there, so that the same call resumes an interrupted sweep.
-      fresh: with ``out``, discard what is there and start over.
+      fresh: with ``out``, discard the checkpoints and outputs there and start over,
+        keeping the rows of finished (arm, seed) pairs whose configuration is unchanged
+        (retraining them would give the same rows); ``"all"`` discards those too.
       grid_size: points of the default grids.
       parallel: how many (arm, seed) grids train at once, each from its own thread.
         None: as many as the CPU has cores on a CPU backend (XLA runs a grid's small
         kernels on about one core, so two grids at once use a 2-core machine fully), one
         on an accelerator. The results do not depend on it.
       log: called with a line of text on resuming (default: print to stderr).
+
+    Before training, the data, the model's output and the loss are checked
+    (:mod:`wdchain.ablate._checks`): labels out of range, non-finite inputs, a loss that
+    does not return ``(scalar, {name: scalar})`` or an error metric outside [0, 1] are
+    refused naming the split, the value and its index. Cells whose decay the params'
+    dtype cannot hold (bfloat16) raise a ``wdchain.DecayPrecisionWarning``. With ``out``,
+    the first Ctrl-C stops at the end of the chunk in progress (checkpointed, so the same
+    call resumes) and raises ``KeyboardInterrupt``; a second one stops at once.
       on_chunk: called as ``on_chunk(arm, seed, epochs)`` after each chunk, with the
         number of epochs it trained (or skipped, on resuming).
       report: with ``out``, also write what the command line writes: ``summary.md``,
@@ -151,26 +148,68 @@ def sweep(
         raise ValueError("sweep: arms is empty; give at least one arm, e.g. ['adam-l2', 'adamw']")
     seeds = _seeds(seeds)
     log = log or (lambda line: print(line, file=sys.stderr))
+    _checks.check_grid_size(grid_size)
+    _checks.check_devices(devices)
+    if fresh not in (False, True, "all"):
+        raise ValueError(f"sweep: fresh must be False, True or 'all', got {fresh!r}")
+    for name, values in (("lrs", lrs), ("weight_decays", weight_decays)):
+        _checks.check_grid_mapping(name, values, [arm.name for arm in parsed])
     grids = {arm.name: (_grid("lrs", lrs, arm, arm.default_lrs(grid_size), allow_zero=False),
                         _grid("weight_decays", weight_decays, arm,
                               arm.default_weight_decays(grid_size), allow_zero=True))
              for arm in parsed}
     mesh = local_mesh(devices)
-    store = None
-    if out is not None:
-        config = {
-            "task": task.name, "model": task.label, "epochs": task.epochs,
-            "batch_size": task.batch_size, "seeds": list(seeds), "data": _fingerprint(task),
-            "recipe": task.recipe(),
-            "arms": [arm.name for arm in parsed], "wdchain": wdchain.__version__,
-            "grids": {name: [list(map(float, g)) for g in pair] for name, pair in grids.items()},
-        }
-        store = RunStore(Path(out), config, fresh=fresh, log=log)
     if parallel is None:
         parallel = (os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
     if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
         raise ValueError(f"sweep: parallel must be an integer ≥ 1, got {parallel!r}")
+    if out is not None and not str(out).strip():
+        raise ValueError("sweep: out is empty; give a folder (e.g. 'results'), or None to "
+                         "write nothing")
+    probe = _checks.check_task(task, seeds)
+    _warn_lost_decay(parsed, grids, probe)
+    store = None
+    if out is not None:
+        config = {
+            "task": task.name, "model": task.label, "epochs": task.epochs,
+            "batch_size": task.batch_size, "seeds": list(seeds), **fingerprint(task),
+            "recipe": task.recipe(), "arms": [arm.name for arm in parsed], "wdchain": wdchain.__version__,
+            "grids": {name: [list(map(float, g)) for g in pair] for name, pair in grids.items()},
+        }
+        store = RunStore(Path(out), config, fresh=fresh, log=log,
+                         lock=jax.process_index() == 0)
+    try:
+        rows = _sweep(task, parsed, seeds, grids, mesh, store, out, parallel, log, on_chunk)
+    finally:
+        if store is not None:
+            store.close()
+    if out is not None and report:
+        from wdchain.ablate._outputs import write_outputs
+
+        write_outputs(task, rows, run_info(task, seeds, mesh.devices.size), out,
+                      trajectories=trajectories)
+    return rows
+
+
+def _warn_lost_decay(parsed: Sequence[Arm], grids: dict[str, tuple[np.ndarray, np.ndarray]],
+                     probe: _checks.Probe) -> None:
+    dtype = _checks.low_precision_dtype(probe.decayed)
+    if dtype is None:
+        return
+    for arm in parsed:
+        cell_lrs, cell_wds = (g.ravel() for g in np.meshgrid(*grids[arm.name], indexing="ij"))
+        lost = _checks.lost_decay(arm, cell_lrs, cell_wds, probe.decayed)
+        if lost:
+            warnings.warn(_checks.decay_lost_message(arm.name, lost, len(cell_lrs), dtype),
+                          wdchain.DecayPrecisionWarning, stacklevel=3)
+
+
+def _sweep(task: Task, parsed: list[Arm], seeds: tuple[int, ...],
+           grids: dict[str, tuple[np.ndarray, np.ndarray]], mesh: Any, store: RunStore | None,
+           out: str | Path | None, parallel: int, log: Callable[[str], None],
+           on_chunk: Callable[[str, int, int], None] | None) -> list[dict[str, Any]]:
     lock = threading.Lock()
+    stop = threading.Event()
 
     def locked(fn: Callable[..., None] | None) -> Any:
         if fn is None:
@@ -206,7 +245,14 @@ def sweep(
             return programs[arm.name]
 
     def train(arm: Arm, seed: int) -> None:
-        seed_rows = _train(program_for(arm), arm, seed, store, locked(log), locked(on_chunk))
+        if stop.is_set():
+            raise Interrupted(f"stopped before {arm.name} seed {seed}")
+        try:
+            seed_rows = _train(program_for(arm), arm, seed, store, locked(log),
+                               locked(on_chunk), stop)
+        except BaseException:
+            stop.set()  # the others stop at their next chunk boundary
+            raise
         with lock:
             if store:
                 store.finish(arm.name, seed, seed_rows)
@@ -215,23 +261,30 @@ def sweep(
                 write_csv(ordered(), Path(out) / "results.csv")
 
     if todo:
-        with ThreadPoolExecutor(min(parallel, len(todo))) as pool:
-            for future in [pool.submit(train, arm, seed) for arm, seed in todo]:
-                future.result()
+        with stop_on_sigint(log, stop) if store is not None else _nothing():
+            with ThreadPoolExecutor(min(parallel, len(todo))) as pool:
+                futures = [pool.submit(train, arm, seed) for arm, seed in todo]
+            failures = [error for f in futures if (error := f.exception()) is not None]
+            if failures:  # a fault before an interruption it caused
+                raise min(failures, key=lambda e: isinstance(e, Interrupted))
     rows = ordered()
     if out is not None:
         write_csv(rows, Path(out) / "results.csv")
-        if report:
-            from wdchain.ablate._outputs import write_outputs
-
-            info = run_info(task, seeds, mesh.devices.size)
-            write_outputs(task, rows, info, out, trajectories=trajectories)
     return rows
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *args: Any) -> None:
+        return None
 
 
 def _train(program: GridProgram, arm: Arm, seed: int, store: RunStore | None,
            log: Callable[[str], None],
-           on_chunk: Callable[[str, int, int], None] | None) -> list[dict[str, Any]]:
+           on_chunk: Callable[[str, int, int], None] | None,
+           stop: threading.Event | None = None) -> list[dict[str, Any]]:
     carry = program.initial_carry(seed)
     epoch = 0
     if store is not None:
@@ -249,6 +302,8 @@ def _train(program: GridProgram, arm: Arm, seed: int, store: RunStore | None,
             store.save(arm.name, seed, epoch, carry)
         if on_chunk is not None:
             on_chunk(arm.name, seed, epoch - start)
+        if stop is not None and stop.is_set() and epoch < program.task.epochs:
+            raise Interrupted(f"stopped {arm.name} seed {seed} after epoch {epoch}")
     metrics = program.evaluate(carry, seed)
     return [
         dict(zip(CSV_COLUMNS, (

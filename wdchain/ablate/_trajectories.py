@@ -88,7 +88,7 @@ def write_trajectories(traces: dict[str, dict[str, np.ndarray]], info: dict[str,
         for arm, metrics in traces.items():
             for metric, values in metrics.items():
                 for epoch, value in enumerate(values, 1):
-                    file.write(f"{arm},{epoch},{metric},{value!r}\n")
+                    file.write(f"{arm},{epoch},{metric},{float(value)!r}\n")
     titles = {"param_norm": "‖θ‖ of the decayed weights",
               "angular_update": "angular update per step (rad)",
               "grad_ratio": "‖g‖ / ‖θ‖", "decay_share": "decay's share of the update"}
