@@ -21,9 +21,7 @@ import statistics
 import jax
 import jax.numpy as jnp
 import optax
-
-from step import (  # noqa: E402  (benchmarks/ is the script's folder)
-    median_step, per_round_ratios, random_tree, require_at_least_one, time_interleaved)
+from step import median_step, per_round_ratios, random_tree, require_at_least_one, time_interleaved  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 class CompiledFirst:

@@ -35,11 +35,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from step import (  # noqa: E402  (benchmarks/ is the script's folder)
+    median_step,
+    per_round_ratios,
+    require_at_least_one,
+    rounds_per_order,
+    time_in_orders,
+)
 
 import wdchain
-
-from step import (  # noqa: E402  (benchmarks/ is the script's folder)
-    median_step, per_round_ratios, require_at_least_one, rounds_per_order, time_in_orders)
 
 
 class DeepMLP(nn.Module):
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
             "loss": float(impl["loss"]),
             "rounds": len(times[name]),
         }
-    for name, row in rows.items():
+    for row in rows.values():
         row["compile_vs_tree"] = row["compile_s"] / max(rows["tree"]["compile_s"], 1e-9)
     lines = [
         f"Device: {jax.devices()[0].device_kind}; jax {jax.__version__}; {args.layers} blocks "

@@ -389,15 +389,15 @@ def bench_tree(tree: str, args: argparse.Namespace, device: str | None) -> dict[
     if args.packed:
         layout = wdchain.PackedLayout.from_params(params)
         packed_params, packed_grads = layout.pack(params), layout.pack(grads)
+    repeats = args.compile_repeats
     for name in args.optimizers:
         spec = OPTIMIZERS[name]
-        repeats = args.compile_repeats
         makers: dict[str, Callable[[], Any]] = {
-            "optax": lambda: JaxStep(spec.optax(), params, grads, repeats),
-            "wdchain": lambda: JaxStep(spec.wdchain(), params, grads, repeats),
+            "optax": lambda spec=spec: JaxStep(spec.optax(), params, grads, repeats),
+            "wdchain": lambda spec=spec: JaxStep(spec.wdchain(), params, grads, repeats),
         }
         if args.packed:
-            makers["wdchain packed"] = lambda: JaxStep(
+            makers["wdchain packed"] = lambda spec=spec: JaxStep(
                 spec.wdchain(), packed_params, packed_grads, repeats)
         if device is not None and spec.torch is not None:
             for label, kwargs in (("torch foreach", {"foreach": True}),

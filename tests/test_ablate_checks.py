@@ -20,7 +20,7 @@ import pytest
 from ablate_tiny import ARGS, TinyNet, quiet, splits, tiny_task
 
 import wdchain
-from wdchain.ablate import _cli, _report, _trajectories, parse_arm, sweep
+from wdchain.ablate import _cli, _figures, _report, _trajectories, parse_arm, sweep
 from wdchain.ablate._checks import lost_decay
 
 # -- 1. the resume key fingerprints the model, the loss and the data ---------------------------
@@ -136,6 +136,7 @@ def test_labels_are_not_checked_against_a_custom_loss():
     text = _report.summary_markdown(rows, info)
     assert "val. loss (%)" in text and "seed-mean **loss**" in text
     assert "val. error" not in text.split("## What")[0]
+    assert _figures.colour_label(info).startswith("validation loss × 100")
 
 
 # -- 3. bfloat16 params ---------------------------------------------------------------------

@@ -13,9 +13,9 @@ import numpy as np
 import optax
 import pytest
 from flax import linen, nnx
+from flax_mnist_cnn import CNN
 
 import wdchain
-from flax_mnist_cnn import CNN
 from wdchain.ablate import (
     CSV_COLUMNS,
     Task,

@@ -15,8 +15,8 @@ import numpy as np
 import optax
 import pytest
 import torch
-
 import torch_oracle as oracle
+
 import wdchain
 
 LR, WD, M = oracle.LR, oracle.WD, oracle.M

@@ -1,5 +1,6 @@
 """The public API: documented, importable without torch, and the README's code runs."""
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -67,3 +68,19 @@ def test_the_readme_adam_and_adamw_chains_are_the_aliases():
         np.testing.assert_array_equal(outs[0], outs[1])
         results.append(outs[0])
     assert not np.array_equal(results[0], results[1])  # L2 and decoupled differ
+
+
+def test_the_home_page_is_the_readme() -> None:
+    """docs/index.md is a stub: the site's home page is README.md (links rewritten by the
+    mkdocs hook), so the two cannot drift (issue 20 §4)."""
+    spec = importlib.util.spec_from_file_location("readme_hook", DOCS / "_hooks" / "readme.py")
+    assert spec is not None and spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    page = hook.home_page(README)
+    assert "](docs/" not in page
+    assert "[API reference](api.md)" in page and "(`CHANGELOG.md` in the repository)" in page
+    assert page.count("\n") == README.count("\n")
+    stub = (DOCS / "index.md").read_text()
+    assert stub.startswith("<!--") and stub.rstrip().endswith("-->")
+    assert "hooks:\n  - docs/_hooks/readme.py" in (DOCS.parent / "mkdocs.yml").read_text()

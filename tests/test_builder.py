@@ -23,11 +23,9 @@ import numpy as np
 import optax
 import pytest
 import torch
-
-import wdchain
 from torch_oracle import (
-    assert_vmapped_grid_matches,
     TORCH_OPTIMIZERS,
+    assert_vmapped_grid_matches,
     make_grads,
     make_matrix_params,
     make_params,
@@ -37,6 +35,8 @@ from torch_oracle import (
     warmup_cosine,
     warmup_cosine_torch,
 )
+
+import wdchain
 
 LR = 0.05
 WD = 0.1
@@ -308,7 +308,7 @@ OPTION_VARIANTS = [
 )
 def test_state_structure_is_the_same_for_every_placement(preconditioner: str, options: dict):
     params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
-    if wdchain._registry.REGISTRY[preconditioner].matrices_only:
+    if wdchain.registry.REGISTRY[preconditioner].matrices_only:
         params = {"w": jnp.ones((2, 3)), "v": jnp.zeros((4, 3))}
     shapes = {
         jax.tree.structure(jax.eval_shape(
@@ -494,7 +494,7 @@ def test_unknown_names_list_the_valid_ones() -> None:
 def test_registry_defaults_are_the_aliases_defaults() -> None:
     """An entry with a torch alias has the alias's defaults (torch's) for every option
     the alias shares; the momentum entry's μ = 0.9 is the one deliberate exception."""
-    for name, entry in wdchain._registry.REGISTRY.items():
+    for name, entry in wdchain.registry.REGISTRY.items():
         if entry.alias is None:
             assert entry.torch is None, name
             continue
@@ -524,8 +524,8 @@ def test_optax_inject_hyperparams_of_build_equals_build() -> None:
 
 def test_registry_is_what_build_reads() -> None:
     """Every entry's defaults are build's defaults, and PRECONDITIONERS is its keys."""
-    assert wdchain.PRECONDITIONERS == tuple(wdchain._registry.REGISTRY)
-    for name, entry in wdchain._registry.REGISTRY.items():
+    assert wdchain.PRECONDITIONERS == tuple(wdchain.registry.REGISTRY)
+    for name, entry in wdchain.registry.REGISTRY.items():
         assert entry.name == name
         with pytest.raises(ValueError, match=f"options are: {', '.join(entry.options) or 'none'}"):
             wdchain.build(name, not_an_option=1)

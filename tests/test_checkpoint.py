@@ -223,3 +223,22 @@ def test_a_checkpoint_of_wdchain_0_1_resumes_bit_for_bit(name):
     for a, b in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(resumed)):
         np.testing.assert_array_equal(a, b)
     assert int(optax.tree.get(resumed, "count")) == 5
+
+
+def test_a_nonfinite_state_is_refused_unless_asked() -> None:
+    """A restored state with NaN or inf is refused, naming the slot (issue 17 §6), unless
+    ``allow_nonfinite=True``; the restored values are then kept as they are."""
+    params = {"w": jnp.ones(3)}
+    tx = wdchain.adam()
+    state = tx.init(params)
+    loaded = flax.serialization.msgpack_restore(flax.serialization.to_bytes(state))
+    loaded = jax.tree.map(np.array, loaded)
+    loaded["2"]["nu"]["w"][1] = np.nan
+    with pytest.raises(ValueError, match=r"restore_state: state\[2\]\.nu\.w.* has 1 non-finite "
+                                         r"\(NaN or inf\) entry of 3.*allow_nonfinite=True"):
+        wdchain.restore_state(tx, params, loaded)
+    restored = wdchain.restore_state(tx, params, loaded, allow_nonfinite=True)
+    assert np.isnan(np.asarray(restored[2].nu["w"][1]))
+    loaded["2"]["nu"]["w"][1] = np.inf
+    with pytest.raises(ValueError, match="non-finite"):
+        wdchain.restore_state(tx, params, loaded)

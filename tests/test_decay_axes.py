@@ -268,7 +268,7 @@ DECAYS = wdchain.DECAYS
 def test_one_state_structure_per_preconditioner_and_target(preconditioner: str, toward):
     params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
     target = jax.tree.map(lambda p: p + 1, params) if toward == "tree" else toward
-    stable_ok = wdchain._registry.REGISTRY[preconditioner].second_moment is not None
+    stable_ok = wdchain.registry.REGISTRY[preconditioner].second_moment is not None
     structures = set()
     for decay in DECAYS:
         if decay == "stable" and not stable_ok:

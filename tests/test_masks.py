@@ -20,9 +20,9 @@ import pytest
 import torch
 from flax import nnx
 from flax.core import FrozenDict, freeze
+from torch_oracle import relative_error, torch_default_dtype, torch_param_groups
 
 import wdchain
-from torch_oracle import relative_error, torch_default_dtype, torch_param_groups
 
 TOKENS = jnp.arange(20).reshape(4, 5) % 16
 STEPS = 15
@@ -377,3 +377,27 @@ def test_a_plain_dict_mask_for_an_nnx_optimizer_is_refused_at_init() -> None:
     assert "mask=wdchain.decay_mask" in message and len(message) < 400
     optimizer = nnx.Optimizer(model, wdchain.adamw(mask=nnx.State(mask)), wrt=nnx.Param)
     assert optimizer.opt_state is not None  # the fix the message gives works
+
+
+@pytest.mark.parametrize("make", [
+    lambda mask: wdchain.adamw(weight_decay=0.1, mask=mask),
+    lambda mask: wdchain.sgd(weight_decay=0.1, mask=mask),
+    lambda mask: wdchain.build("adam", decay="independent", weight_decay=0.1, mask=mask),
+], ids=["adamw", "sgd-l2", "build-independent"])
+def test_a_mask_that_selects_nothing_warns_at_init(make: Any) -> None:
+    """λ > 0 with a mask that selects no leaf decays nothing: one warning at init (issue 17
+    §6); a mask that selects one leaf, or λ = 0, says nothing."""
+    params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
+    for mask in ({"w": False, "b": False}, lambda p: jax.tree.map(lambda _: False, p)):
+        with pytest.warns(UserWarning, match=r"weight_decay=0\.1 reaches no leaf.*none of the "
+                                             r"2 float leaves"):
+            make(mask).init(params)
+    make({"w": True, "b": False}).init(params)  # filterwarnings = error: a warning fails
+    wdchain.adamw(weight_decay=0.0, mask={"w": False, "b": False}).init(params)
+
+
+def test_decay_mask_on_a_tree_with_nothing_to_decay_warns() -> None:
+    """decay_mask leaves biases and norm scales out: a model of only those decays nothing."""
+    params = {"bias": jnp.ones(3), "scale": jnp.ones(3)}
+    with pytest.warns(UserWarning, match="reaches no leaf"):
+        wdchain.adamw(weight_decay=0.1, mask=wdchain.decay_mask).init(params)

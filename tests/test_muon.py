@@ -126,8 +126,8 @@ def test_the_decay_uses_the_unadjusted_lr():
     tx = wdchain.muon(lr=0.1, weight_decay=0.5, ns_dtype=jnp.float32)
     updates, _ = tx.update({"w": jnp.zeros((8, 2))}, tx.init(theta), theta)
     np.testing.assert_allclose(updates["w"], -0.1 * 0.5 * theta["w"], rtol=1e-6)
-    assert wdchain._muon.shape_factor((8, 2), None) == 2.0
-    assert wdchain._muon.shape_factor((8, 2), "match_rms_adamw") == pytest.approx(0.2 * 8**0.5)
+    assert wdchain.preconditioners.muon.shape_factor((8, 2), None) == 2.0
+    assert wdchain.preconditioners.muon.shape_factor((8, 2), "match_rms_adamw") == pytest.approx(0.2 * 8**0.5)
 
 
 def test_build_with_others_partitions_by_rank_with_one_placement():

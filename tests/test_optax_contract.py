@@ -155,7 +155,7 @@ def test_optimization_of_a_parabola_and_rosenbrock_without_recompiling(opt):
         return optax.apply_updates(p, updates), s
 
     starts = []
-    for params, _, objective in targets:
+    for params, _, _objective in targets:
         state = tx.init(params)
         mapped = optax.tree.map_params(tx, lambda v: v, state)  # a no-op map
         assert jax.tree.structure(mapped) == jax.tree.structure(state)

@@ -19,8 +19,8 @@ import numpy as np
 import optax
 import pytest
 import torch
-
 import torch_oracle as oracle
+
 import wdchain
 
 TOLERANCE = {np.float64: 1e-12, np.float32: 1e-5}

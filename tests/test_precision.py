@@ -364,7 +364,7 @@ def test_nadam_state_keeps_its_dtype_with_float64_hyperparameters():
 
 @pytest.mark.parametrize("beta2", [0.999, 0.9999, 0.99999])
 def test_radam_sma_length_is_accurate_in_float32(beta2):
-    from wdchain._adam_variants import _rho_t
+    from wdchain.preconditioners.radam import _rho_t
 
     t = np.arange(1, 200)
     exact = 2 / (1 - beta2) - 1 - 2 * t * beta2**t / (1 - beta2**t)  # float64 closed form
@@ -382,7 +382,7 @@ def test_radam_rectifies_exactly_where_rho_t_exceeds_5(beta2, dtype):
     """The compiled step picks the rectified update where ρ_t > 5 and m̂ elsewhere, at
     every step count, for β₂ from 0 to the last double below 1 (once, a folded constant
     overflowed float32 for β₂ within 1e-13 of 1 and the step fell back to m̂)."""
-    from wdchain._adam_variants import ScaleByRadamState, _rho_t
+    from wdchain.preconditioners.radam import ScaleByRadamState, _rho_t
 
     counts = np.unique(np.concatenate([
         np.arange(1, 40), np.geomspace(1, 2**31 - 1, 60).astype(np.int64), [2**31 - 1]]))

@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from torch_oracle import make_grads, make_params, relative_error, warmup_cosine
 
 import wdchain
-from torch_oracle import make_grads, make_params, relative_error, warmup_cosine
 
 ALPHA = 0.05
 LAMBDA = 0.02

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 import torch_oracle as oracle
+
 import wdchain
 
 STEPS = 300

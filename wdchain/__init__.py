@@ -5,71 +5,85 @@ decoupled weight decay are the same term, ``λ·θ``, placed before or after the
 preconditioner.
 """
 
+from typing import TYPE_CHECKING, Any
+
+# The registry first, then the preconditioners (importing each registers its entry).
+from wdchain import registry as registry
+from wdchain import preconditioners as preconditioners
+from wdchain import decay as decay
+from wdchain import types as types
+
 # Transforms, in the order they sit in a chain.
 from wdchain._learning_rate import maximize as maximize
-from wdchain._decay import add_l2_to_grad as add_l2_to_grad
-from wdchain._momentum import scale_by_momentum as scale_by_momentum
-from wdchain._adaptive import scale_by_adagrad as scale_by_adagrad
-from wdchain._adaptive import scale_by_rms as scale_by_rms
-from wdchain._adaptive import scale_by_adam as scale_by_adam
-from wdchain._adam_variants import scale_by_nadam as scale_by_nadam
-from wdchain._adam_variants import scale_by_radam as scale_by_radam
-from wdchain._adam_variants import scale_by_adamax as scale_by_adamax
-from wdchain._adadelta import scale_by_adadelta as scale_by_adadelta
-from wdchain._adafactor import scale_by_adafactor as scale_by_adafactor
-from wdchain._lion import scale_by_lion as scale_by_lion
-from wdchain._asgd import scale_by_asgd as scale_by_asgd
-from wdchain._muon import scale_by_muon_momentum as scale_by_muon_momentum
-from wdchain._muon import orthogonalize_newton_schulz as orthogonalize_newton_schulz
-from wdchain._muon import scale_by_shape as scale_by_shape
-from wdchain._decay import decoupled_weight_decay as decoupled_weight_decay
+from wdchain.decay import add_l2_to_grad as add_l2_to_grad
+from wdchain.preconditioners.momentum import scale_by_momentum as scale_by_momentum
+from wdchain.preconditioners.adagrad import scale_by_adagrad as scale_by_adagrad
+from wdchain.preconditioners.rmsprop import scale_by_rms as scale_by_rms
+from wdchain.preconditioners.adam import scale_by_adam as scale_by_adam
+from wdchain.preconditioners.nadam import scale_by_nadam as scale_by_nadam
+from wdchain.preconditioners.radam import scale_by_radam as scale_by_radam
+from wdchain.preconditioners.adamax import scale_by_adamax as scale_by_adamax
+from wdchain.preconditioners.adadelta import scale_by_adadelta as scale_by_adadelta
+from wdchain.preconditioners.adafactor import scale_by_adafactor as scale_by_adafactor
+from wdchain.preconditioners.lion import scale_by_lion as scale_by_lion
+from wdchain.preconditioners.asgd import scale_by_asgd as scale_by_asgd
+from wdchain.preconditioners.muon import scale_by_muon_momentum as scale_by_muon_momentum
+from wdchain.preconditioners.muon import orthogonalize_newton_schulz as orthogonalize_newton_schulz
+from wdchain.preconditioners.muon import scale_by_shape as scale_by_shape
+from wdchain.decay import decoupled_weight_decay as decoupled_weight_decay
 from wdchain._learning_rate import scale_by_learning_rate as scale_by_learning_rate
-from wdchain._lamb import scale_by_trust_ratio as scale_by_trust_ratio
-from wdchain._decay import independent_weight_decay as independent_weight_decay
-from wdchain._asgd import average_iterates as average_iterates
+from wdchain.preconditioners.lamb import scale_by_trust_ratio as scale_by_trust_ratio
+from wdchain.decay import independent_weight_decay as independent_weight_decay
+from wdchain.preconditioners.asgd import average_iterates as average_iterates
 
 # Their states.
-from wdchain._decay import WeightDecayState as WeightDecayState
-from wdchain._momentum import ScaleByMomentumState as ScaleByMomentumState
-from wdchain._adaptive import ScaleByAdagradState as ScaleByAdagradState
-from wdchain._adaptive import ScaleByRmsState as ScaleByRmsState
-from wdchain._adaptive import ScaleByAdamState as ScaleByAdamState
-from wdchain._adam_variants import ScaleByNadamState as ScaleByNadamState
-from wdchain._adam_variants import ScaleByRadamState as ScaleByRadamState
-from wdchain._adam_variants import ScaleByAdamaxState as ScaleByAdamaxState
+from wdchain.decay import WeightDecayState as WeightDecayState
+from wdchain.preconditioners.momentum import ScaleByMomentumState as ScaleByMomentumState
+from wdchain.preconditioners.adagrad import ScaleByAdagradState as ScaleByAdagradState
+from wdchain.preconditioners.rmsprop import ScaleByRmsState as ScaleByRmsState
+from wdchain.preconditioners.adam import ScaleByAdamState as ScaleByAdamState
+from wdchain.preconditioners.nadam import ScaleByNadamState as ScaleByNadamState
+from wdchain.preconditioners.radam import ScaleByRadamState as ScaleByRadamState
+from wdchain.preconditioners.adamax import ScaleByAdamaxState as ScaleByAdamaxState
 from wdchain._learning_rate import ScaleByLearningRateState as ScaleByLearningRateState
-from wdchain._adadelta import ScaleByAdadeltaState as ScaleByAdadeltaState
-from wdchain._adafactor import ScaleByAdafactorState as ScaleByAdafactorState
-from wdchain._lion import ScaleByLionState as ScaleByLionState
-from wdchain._muon import ScaleByMuonMomentumState as ScaleByMuonMomentumState
-from wdchain._asgd import AverageIteratesState as AverageIteratesState
+from wdchain.preconditioners.adadelta import ScaleByAdadeltaState as ScaleByAdadeltaState
+from wdchain.preconditioners.adafactor import ScaleByAdafactorState as ScaleByAdafactorState
+from wdchain.preconditioners.lion import ScaleByLionState as ScaleByLionState
+from wdchain.preconditioners.muon import ScaleByMuonMomentumState as ScaleByMuonMomentumState
+from wdchain.preconditioners.asgd import AverageIteratesState as AverageIteratesState
 
 # Optimizers: torch.optim's names, argument order and defaults.
-from wdchain._aliases import sgd as sgd
-from wdchain._aliases import adagrad as adagrad
-from wdchain._aliases import rmsprop as rmsprop
-from wdchain._aliases import adam as adam
-from wdchain._aliases import adamw as adamw
-from wdchain._aliases import nadam as nadam
-from wdchain._aliases import radam as radam
-from wdchain._aliases import adamax as adamax
-from wdchain._aliases_more import adadelta as adadelta
-from wdchain._aliases_more import asgd as asgd
-from wdchain._aliases_more import adafactor as adafactor
-from wdchain._aliases_more import muon as muon
-from wdchain._asgd import asgd_learning_rate as asgd_learning_rate
-from wdchain._asgd import averaged_params as averaged_params
-from wdchain._muon import muon_labels as muon_labels
+from wdchain.torch import sgd as sgd
+from wdchain.torch import adagrad as adagrad
+from wdchain.torch import rmsprop as rmsprop
+from wdchain.torch import adam as adam
+from wdchain.torch import adamw as adamw
+from wdchain.torch import nadam as nadam
+from wdchain.torch import radam as radam
+from wdchain.torch import adamax as adamax
+from wdchain.torch import adadelta as adadelta
+from wdchain.torch import asgd as asgd
+from wdchain.torch import adafactor as adafactor
+from wdchain.torch import muon as muon
+from wdchain.preconditioners.asgd import asgd_learning_rate as asgd_learning_rate
+from wdchain.preconditioners.asgd import averaged_params as averaged_params
+from wdchain.preconditioners.muon import muon_labels as muon_labels
+
+# The open registry of build's preconditioners.
+from wdchain.registry import register_preconditioner as register_preconditioner
+from wdchain.registry import Preconditioner as Preconditioner
 
 # Composition and inspection.
 from wdchain._recipe import chain as chain
 
 # Placement as an ablation axis: the builder, recipes, conventions, masks.
-from wdchain._builder import build as build
-from wdchain._builder import PLACEMENTS as PLACEMENTS
-from wdchain._builder import DECAYS as DECAYS
-from wdchain._builder import GATES as GATES
-from wdchain._builder import PRECONDITIONERS as PRECONDITIONERS
+from wdchain.build import build as build
+from wdchain.build import PLACEMENTS as PLACEMENTS
+from wdchain.build import DECAYS as DECAYS
+from wdchain.build import GATES as GATES
+
+if TYPE_CHECKING:
+    PRECONDITIONERS: tuple[str, ...]
 from wdchain._describe import describe as describe
 from wdchain._conventions import paper_to_torch as paper_to_torch
 from wdchain._conventions import torch_to_paper as torch_to_paper
@@ -102,6 +116,36 @@ from wdchain._precision import DecayPrecisionWarning as DecayPrecisionWarning
 from wdchain._precision import compensate_rounding as compensate_rounding
 from wdchain._precision import CompensateRoundingState as CompensateRoundingState
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = [
+    "maximize", "add_l2_to_grad", "scale_by_momentum", "scale_by_adagrad", "scale_by_rms",
+    "scale_by_adam", "scale_by_nadam", "scale_by_radam", "scale_by_adamax",
+    "scale_by_adadelta", "scale_by_adafactor", "scale_by_lion", "scale_by_asgd",
+    "scale_by_muon_momentum", "orthogonalize_newton_schulz", "scale_by_shape",
+    "decoupled_weight_decay", "scale_by_learning_rate", "scale_by_trust_ratio",
+    "independent_weight_decay", "average_iterates", "WeightDecayState", "ScaleByMomentumState",
+    "ScaleByAdagradState", "ScaleByRmsState", "ScaleByAdamState", "ScaleByNadamState",
+    "ScaleByRadamState", "ScaleByAdamaxState", "ScaleByLearningRateState",
+    "ScaleByAdadeltaState", "ScaleByAdafactorState", "ScaleByLionState",
+    "ScaleByMuonMomentumState", "AverageIteratesState", "sgd", "adagrad", "rmsprop", "adam",
+    "adamw", "nadam", "radam", "adamax", "adadelta", "asgd", "adafactor", "muon",
+    "asgd_learning_rate", "averaged_params", "muon_labels", "register_preconditioner",
+    "Preconditioner", "chain", "build", "PLACEMENTS", "DECAYS", "GATES", "PRECONDITIONERS",
+    "describe", "paper_to_torch", "torch_to_paper", "normalized_weight_decay", "decay_mask",
+    "decay_mask_with", "mask_report", "ema_timescale", "timescale_in_epochs",
+    "weight_decay_for_timescale", "integrated_decay", "equilibrium_norm",
+    "equilibrium_angular_update", "decay_diagnostics", "PackedLayout", "skip_nonfinite",
+    "skipped_steps", "step_count", "restore_state", "state_signature", "inject_hyperparams",
+    "check_decay_precision", "DecayPrecisionWarning", "compensate_rounding",
+    "CompensateRoundingState",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """``PRECONDITIONERS``: the registry's names, read at each access (so a preconditioner
+    registered later is in it)."""
+    if name == "PRECONDITIONERS":
+        return registry.names()
+    raise AttributeError(f"module 'wdchain' has no attribute {name!r}")
+

@@ -116,13 +116,14 @@ _NNX = "the nnx.Optimizer's opt_state"
 
 
 def _restore_nnx(optimizer: nnx.Optimizer, model: Any, restored: Any,
-                 signature: str | None) -> nnx.Optimizer:
+                 signature: str | None, allow_nonfinite: bool) -> nnx.Optimizer:
     """Writes a checkpoint of ``nnx.state(optimizer)`` (or of its ``opt_state``) back."""
     step = None
     if isinstance(restored, (Mapping, nnx.State)) and "opt_state" in restored:
         step, restored = restored.get("step"), restored["opt_state"]
     params = nnx.state(model, optimizer.wrt) if isinstance(model, nnx.Module) else model
-    state = restore_state(optimizer.tx, params, restored, signature=signature, _where=_NNX)
+    state = restore_state(optimizer.tx, params, restored, signature=signature,
+                          allow_nonfinite=allow_nonfinite, _where=_NNX)
     variables = jax.tree.leaves(optimizer.opt_state, is_leaf=_is_variable)
     values = jax.tree.leaves(state)
     if len(variables) != len(values):  # the template is tx.init(params): cannot happen
@@ -146,6 +147,7 @@ def restore_state(
     restored: Any,
     *,
     signature: str | None = None,
+    allow_nonfinite: bool = False,
     _where: str = "this optimizer",
 ) -> Any:
     """Checks a restored optimizer state against ``tx`` and ``params`` and rebuilds it.
@@ -174,6 +176,9 @@ def restore_state(
       signature: the :func:`state_signature` saved with the checkpoint. Checked when
         given: it is what tells apart two optimizers whose states have the same
         slot names and shapes (``build("radam", ...)`` and ``build("adamax", ...)``).
+      allow_nonfinite: accept a state with NaN or ±inf entries (keyword only). By
+        default such a state is refused, naming the first slot that has them: an
+        optimizer state that diverged (or a corrupt file) would otherwise resume silently.
 
     Returns:
       The state, with ``tx.init``'s tree structure and the restored values.
@@ -190,9 +195,12 @@ def restore_state(
       ...
       ValueError: restore_state: the checkpoint has no slot state[2].trace.w...
     """
-    if isinstance(tx, nnx.Optimizer):
-        return _restore_nnx(tx, params, restored, signature)
     where = "restore_state"
+    if not isinstance(allow_nonfinite, bool):
+        raise ValueError(f"{where}: allow_nonfinite must be True or False, got "
+                         f"{allow_nonfinite!r}")
+    if isinstance(tx, nnx.Optimizer):
+        return _restore_nnx(tx, params, restored, signature, allow_nonfinite)
     template = _template(tx, params)
     if signature is not None:
         expected = " ".join(_node_types(template))
@@ -236,6 +244,17 @@ def restore_state(
                 f"{dtype.name}{list(shape)} in the checkpoint, but {_where} needs "
                 f"{spec.dtype.name}{list(spec.shape)} there."
             )
-        leaves.append(leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf))
+        leaf = leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf)
+        if not allow_nonfinite and jnp.issubdtype(dtype, jnp.inexact):
+            bad = int(jnp.sum(~jnp.isfinite(leaf)))
+            if bad:
+                raise ValueError(
+                    f"{where}: {_show(path)}{_slot(template, path)} has {bad} non-finite "
+                    f"(NaN or inf) entr{'y' if bad == 1 else 'ies'} of {leaf.size} in the "
+                    "checkpoint: the state it was saved from had diverged, or the file is "
+                    "corrupt. Restore an earlier checkpoint, or pass allow_nonfinite=True "
+                    "to resume from it anyway."
+                )
+        leaves.append(leaf)
     return jax.tree.unflatten(jax.tree.structure(template), leaves)
 

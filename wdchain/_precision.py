@@ -28,7 +28,6 @@ import optax
 
 from wdchain import _recipe, _tree, _validate
 
-
 # Arguments that are never hyperparameters, though they may be callables (which optax
 # would take for schedules) or dtypes.
 _NEVER_INJECTED = ("mask", "schedule", "mu_dtype", "nu_dtype", "toward", "gate")

@@ -42,6 +42,11 @@ def cast(x: jax.Array, dtype: Any) -> jax.Array:
     return x.astype(dtype)
 
 
+def lerp(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
+    """``start + weight·(end − start)``: a running mean as torch's ``lerp_`` forms it."""
+    return start + weight * (end - start)
+
+
 def per_dtype(make: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``make(dtype)``, formed once per compute dtype and shared by every leaf.
 

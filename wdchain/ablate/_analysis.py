@@ -5,10 +5,12 @@ the test error is only reported, at the cells the validation error selected. Err
 fractions in [0, 1]. A diverged cell (non-finite loss in any seed) is left out of every
 selection and fit.
 
-- **selected cell**: the cell with the lowest seed-mean validation error; reported with
-  its test error, mean ± std over seeds. ``edge`` says it lies on an edge of the grid
-  (the first or last lr, the smallest or largest λ, or λ = 0), where a wider grid might
-  find a better cell.
+- **selected cell**: the cell with the lowest seed-mean validation error after a light
+  smoothing over the grid (:func:`smoothed`: two thirds the cell's own value, one third
+  the mean of its lr and λ neighbours), so that no lone cell, lucky in the rounding or
+  the seeds, decides; reported with its test error, mean ± std over seeds. ``edge`` says
+  it lies on an edge of the grid (the first or last lr, the smallest or largest λ, or
+  λ = 0), where a wider grid might find a better cell.
 - **slope** (separability): for each lr row, λ*(lr) is the argmin over λ > 0 of the
   error, refined by a parabola through it and its two neighbours in log λ. A line
   log10 λ* = a + slope·log10 lr is fitted by least squares over the rows whose minimum
@@ -19,9 +21,9 @@ selection and fit.
 - **regret**: the cost of one λ for every good lr: over the rows within
   ``REGRET_POINTS`` of the best cell, the error at the best cell's λ minus the row's own
   minimum, averaged.
-- **paired gap**: per seed, the test error at this arm's selected cell (selected on that
-  seed's validation error) minus the same for the same preconditioner with L2; mean ±
-  std over seeds.
+- **paired gap**: per seed, the test error at this arm's selected cell minus the same for
+  the same preconditioner with L2, both cells selected once on all seeds (not per seed:
+  a seed's own argmin is one noisy cell); mean ± std over seeds.
 """
 
 from __future__ import annotations
@@ -40,7 +42,12 @@ MIN_SLOPE_ROWS = 3
 
 @dataclasses.dataclass(frozen=True)
 class ArmGrid:
-    """One arm's results: arrays of shape (seeds, lrs, weight decays)."""
+    """One arm's results: arrays of shape (seeds, lrs, weight decays).
+
+    With the extra axes of a sweep (``train_size``, ``width``), one grid per arm and
+    point of those axes: ``axes`` holds the point, ``arm`` names both
+    (``"adamw, N=1000"``) and ``base`` is the arm alone.
+    """
 
     arm: str
     preconditioner: str
@@ -51,11 +58,15 @@ class ArmGrid:
     validation_error: np.ndarray
     test_error: np.ndarray
     diverged: np.ndarray
+    axes: tuple[tuple[str, int], ...] = ()
+    base: str = ""
 
     @classmethod
-    def from_rows(cls, rows: Sequence[dict[str, Any]], arm: str) -> ArmGrid:
-        """The grid of ``arm`` from the sweep's rows."""
-        mine = [row for row in rows if row["arm"] == arm]
+    def from_rows(cls, rows: Sequence[dict[str, Any]], arm: str,
+                  axes: tuple[tuple[str, int], ...] = ()) -> ArmGrid:
+        """The grid of ``arm`` (at the point ``axes`` of the extra axes) from the rows."""
+        mine = [row for row in rows
+                if row["arm"] == arm and all(row.get(name) == value for name, value in axes)]
         lrs = np.array(sorted({row["lr"] for row in mine}))
         wds = np.array(sorted({row["weight_decay"] for row in mine}))
         seeds = tuple(sorted({row["seed"] for row in mine}))
@@ -68,8 +79,10 @@ class ArmGrid:
             for name, values in arrays.items():
                 values[index] = row[name]
             diverged[index] = row["diverged"]
-        return cls(arm, mine[0]["preconditioner"], mine[0]["decay"], lrs, wds, seeds,
-                   arrays["validation_error"], arrays["test_error"], diverged)
+        names = {"train_size": "N", "width": "width"}
+        label = ", ".join([arm, *(f"{names.get(name, name)}={value}" for name, value in axes)])
+        return cls(label, mine[0]["preconditioner"], mine[0]["decay"], lrs, wds, seeds,
+                   arrays["validation_error"], arrays["test_error"], diverged, axes, arm)
 
     def usable(self) -> np.ndarray:
         """(lrs, wds): cells that converged in every seed."""
@@ -101,6 +114,7 @@ class ArmMeasures:
     diverged_cells: int
     cells: int
     row_optima: tuple[tuple[float, float, bool], ...]
+    selected: tuple[int, int] | None = None
 
     @property
     def slope_seeds(self) -> int:
@@ -141,6 +155,32 @@ def best_index(error: np.ndarray) -> tuple[int, int] | None:
     flat = int(np.argmin(np.where(np.isfinite(error), error, np.inf)))
     i, j = divmod(flat, error.shape[1])
     return i, j
+
+
+NEIGHBOUR_WEIGHT = 1 / 3
+"""The share of a cell's smoothed error that its neighbours' mean makes up."""
+
+
+def smoothed(error: np.ndarray) -> np.ndarray:
+    """(lrs, wds) errors: 2/3 each cell's own plus 1/3 the mean of its finite lr and λ neighbours.
+
+    Non-finite cells (diverged) stay NaN and are no one's neighbour; a cell without a
+    finite neighbour keeps its own value.
+
+    Example:
+      >>> lone = np.array([[0.6, 0.6, 0.6], [0.6, 0.3, 0.6], [0.6, 0.6, 0.6],
+      ...                  [0.6, 0.36, 0.6], [0.36, 0.36, 0.36]])
+      >>> best_index(lone), best_index(smoothed(lone))   # a lone dip loses to a good region
+      ((1, 1), (4, 1))
+    """
+    error = np.where(np.isfinite(error), error, np.nan)
+    padded = np.pad(error, 1, constant_values=np.nan)
+    neighbours = np.stack([padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2],
+                           padded[1:-1, 2:]])
+    count = np.isfinite(neighbours).sum(axis=0)
+    total = np.nansum(neighbours, axis=0)
+    mean = np.divide(total, count, out=error.copy(), where=count > 0)
+    return (1 - NEIGHBOUR_WEIGHT) * error + NEIGHBOUR_WEIGHT * mean
 
 
 def row_optima(error: np.ndarray, wds: np.ndarray) -> list[tuple[float, float, bool]]:
@@ -242,16 +282,15 @@ def edge_of(index: tuple[int, int], lrs: np.ndarray, wds: np.ndarray) -> str:
 def measure(grid: ArmGrid) -> ArmMeasures:
     """Every measure of one arm."""
     mean = grid.mean_validation()
-    index = best_index(np.where(np.isfinite(mean), mean, np.nan))
-    per_seed_errors, per_seed_slopes, per_seed_regret = [], [], []
+    mean_finite = np.where(np.isfinite(mean), mean, np.nan)
+    index = best_index(smoothed(mean_finite))
+    per_seed_slopes, per_seed_regret = [], []
     for s in range(len(grid.seeds)):
         error = np.where(grid.diverged[s], np.nan, grid.validation_error[s])
-        seed_best = best_index(error)
-        per_seed_errors.append(math.nan if seed_best is None else
-                               float(grid.test_error[s][seed_best]))
         per_seed_slopes.append(slope(error, grid.lrs, grid.weight_decays)[0])
         per_seed_regret.append(regret(error))
-    mean_finite = np.where(np.isfinite(mean), mean, np.nan)
+    per_seed_errors = ([math.nan] * len(grid.seeds) if index is None else
+                       [float(v) for v in grid.test_error[:, index[0], index[1]]])
     grid_slope, rows = slope(mean_finite, grid.lrs, grid.weight_decays)
     if index is None:
         selected = (math.nan, math.nan, math.nan, math.nan, math.nan)
@@ -266,12 +305,12 @@ def measure(grid: ArmGrid) -> ArmMeasures:
         grid.arm, *selected, tuple(per_seed_errors), edge, grid_slope, rows,
         tuple(per_seed_slopes), regret(mean_finite), tuple(per_seed_regret),
         int((~grid.usable()).sum()), grid.usable().size,
-        tuple(row_optima(mean_finite, grid.weight_decays)),
+        tuple(row_optima(mean_finite, grid.weight_decays)), index,
     )
 
 
 def paired_gap(arm: ArmMeasures, baseline: ArmMeasures) -> tuple[float, float, tuple[float, ...]]:
-    """Per-seed test-error differences arm − baseline: (mean, std, per seed)."""
+    """Per-seed test-error differences arm − baseline at their selected cells: (mean, std, per seed)."""
     gaps = tuple(a - b for a, b in zip(arm.per_seed_test_error, baseline.per_seed_test_error))
     return _nanmean(gaps), _nanstd(gaps), gaps
 

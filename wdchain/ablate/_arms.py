@@ -30,10 +30,9 @@ import numpy as np
 import optax
 
 import wdchain
-from wdchain import _builder
-from wdchain._registry import REGISTRY
+from wdchain.registry import REGISTRY
 
-DECAYS: tuple[str, ...] = tuple(getattr(_builder, "DECAYS", wdchain.PLACEMENTS))
+DECAYS: tuple[str, ...] = tuple(wdchain.DECAYS)
 MODIFIERS = {"cautious": ("gate", "cautious"), "init": ("toward", "init")}
 SHORT_NAMES = {
     "adamw": "adam-decoupled",
@@ -63,8 +62,9 @@ _WD_SPAN_SGD = {
 
 
 def preconditioners() -> tuple[str, ...]:
-    """The builder's preconditioners, read from the builder."""
-    return tuple(wdchain.PRECONDITIONERS)
+    """The builder's preconditioners, read from the registry now (so a preconditioner
+    registered after import is an arm)."""
+    return wdchain.registry.names()
 
 
 @dataclasses.dataclass(frozen=True)

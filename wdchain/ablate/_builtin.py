@@ -45,18 +45,18 @@ class LayerNormMLP(nnx.Module):
         return self.out(x)
 
 
-def mnist1d_model(rngs: nnx.Rngs) -> LayerNormMLP:
-    """MNIST-1D's model: 40 → 100 → LN → ReLU → 100 → LN → ReLU → 10."""
-    return LayerNormMLP(40, rngs)
+def mnist1d_model(rngs: nnx.Rngs, width: int = 100) -> LayerNormMLP:
+    """MNIST-1D's model: 40 → 100 → LN → ReLU → 100 → LN → ReLU → 10 (``width`` hidden units)."""
+    return LayerNormMLP(40, rngs, hidden=width)
 
 
-def digits_model(rngs: nnx.Rngs) -> LayerNormMLP:
-    """The digits' model: 64 → 100 → LN → ReLU → 100 → LN → ReLU → 10."""
-    return LayerNormMLP(64, rngs)
+def digits_model(rngs: nnx.Rngs, width: int = 100) -> LayerNormMLP:
+    """The digits' model: 64 → 100 → LN → ReLU → 100 → LN → ReLU → 10 (``width`` hidden units)."""
+    return LayerNormMLP(64, rngs, hidden=width)
 
 
 @functools.cache
-def _mnist1d_arrays() -> dict[str, np.ndarray]:
+def _mnist1d_arrays(num_samples: int = 5000) -> dict[str, np.ndarray]:
     """MNIST-1D generated locally by the ``mnist1d`` package (never downloaded)."""
     try:
         from mnist1d.data import get_dataset_args, make_dataset
@@ -64,9 +64,11 @@ def _mnist1d_arrays() -> dict[str, np.ndarray]:
         raise ImportError(
             "the mnist1d task needs the mnist1d package: pip install 'wdchain[examples]'"
         ) from error
-    # make_dataset generates the canonical 5,000 sequences from the package's templates
-    # and a fixed seed; get_dataset (which downloads) is never called.
-    data = make_dataset(get_dataset_args())
+    # make_dataset generates sequences from the package's templates with a fixed seed
+    # (the canonical 5,000 by default); get_dataset (which downloads) is never called.
+    args = get_dataset_args()
+    args.num_samples = num_samples
+    data = make_dataset(args)
     return {key: np.asarray(data[key]) for key in ("x", "y", "x_test", "y_test")}
 
 
@@ -113,6 +115,37 @@ def digits_splits(seed: int) -> tuple[Arrays, Arrays, Arrays]:
     return train, validation, test
 
 
+SCALING_SAMPLES = 12500
+"""MNIST-1D sequences generated for the scaling task: 8,000 to train on, the rest to select
+and report."""
+
+
+def mnist1d_scaling_splits() -> tuple[Arrays, Arrays, Arrays]:
+    """MNIST-1D with 12,500 sequences: train 8,000 / validation 2,000 / test 2,500.
+
+    ``make_dataset``'s own 80 / 20 split gives the test set; 2,000 of its 10,000 training
+    sequences are held out for validation (stratified, fixed). The same for every seed,
+    so the nested training subsets of a ``train_sizes`` sweep are too.
+
+    Example:
+      >>> train, validation, test = mnist1d_scaling_splits()
+      >>> len(train[0]), len(validation[0]), len(test[0])
+      (8000, 2000, 2500)
+    """
+    data = _mnist1d_arrays(SCALING_SAMPLES)
+    x_train, y_train = data["x"].astype(np.float32), data["y"].astype(np.int32)
+    x_test, y_test = data["x_test"].astype(np.float32), data["y_test"].astype(np.int32)
+    train, validation = holdout((x_train, y_train), 0.2, seed=0)
+    return train, validation, (x_test, y_test)
+
+
+def mnist1d_scaling(epochs: int = 40, batch_size: int = 100) -> Task:
+    """MNIST-1D with 8,000 training sequences and the LayerNorm MLP: the scaling preset's task."""
+    train, validation, test = mnist1d_scaling_splits()
+    return Task(mnist1d_model, train, test, validation=validation, batch_size=batch_size,
+                epochs=epochs, name="mnist1d-scaling", model_name="MLP 40-100-LN-100-LN-10")
+
+
 def mnist1d(epochs: int = 100, batch_size: int = 100) -> Task:
     """MNIST-1D with the LayerNorm MLP: the default task of the runner."""
     train, validation, test = mnist1d_splits(0)
@@ -129,4 +162,5 @@ def digits(epochs: int = 60, batch_size: int = 64) -> Task:
                 splits=digits_splits)
 
 
-TASKS: dict[str, Callable[..., Task]] = {"mnist1d": mnist1d, "digits": digits}
+TASKS: dict[str, Callable[..., Task]] = {"mnist1d": mnist1d, "digits": digits,
+                                        "mnist1d-scaling": mnist1d_scaling}

@@ -92,6 +92,14 @@ def _positive(text: str) -> float:
     return value
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    parse = _int_at_least(1)
+    values = tuple(sorted({parse(item.strip()) for item in text.split(",") if item.strip()}))
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one value, e.g. 1000,2000,4000")
+    return values
+
+
 def _writable_folder(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError(
@@ -169,6 +177,14 @@ def parser() -> argparse.ArgumentParser:
                        "examples per step")
     parse.add_argument("--seeds", type=_seeds, nargs="+", default=None,
                        help="seeds, comma- or space-separated, e.g. 0,1,2 or 0 1 2")
+    parse.add_argument("--train-sizes", type=_sizes, default=None,
+                       help="comma-separated training-set sizes, e.g. 1000,2000,4000,8000: "
+                       "every grid trains on nested, stratified subsets of the training split "
+                       "(a train_size column; the summary fits λ* against N)")
+    parse.add_argument("--widths", type=_sizes, default=None,
+                       help="comma-separated model widths, e.g. 50,100,200: the model is built "
+                       "as model(rngs, width=w) (the built-in tasks' hidden units; a width "
+                       "column)")
     parse.add_argument("--out", type=_writable_folder, default="results",
                        help="output folder (default results/); an interrupted run started "
                        "again with the same command resumes there")
@@ -254,10 +270,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     arms = args.arms or list(preset.arms)
     seeds = args.seeds or preset.seeds
     grid_size = args.grid_size or preset.grid_size
+    own = args.arms is None and args.grid_size is None  # the preset's grids, its arms
+    lrs = args.lrs if args.lrs is not None else (preset.lrs if own else None)
+    wds = args.wds if args.wds is not None else (preset.weight_decays if own else None)
+    sizes = args.train_sizes or preset.train_sizes
+    widths = args.widths or preset.widths
+    variants = len(sizes or (1,)) * len(widths or (1,))
     import jax
 
     command = ("python -m wdchain.ablate " + shlex.join(given)).strip()
-    total = len(arms) * len(seeds) * task.epochs
+    total = len(arms) * len(seeds) * variants * task.epochs
     terminal = sys.stderr.isatty()
     lines = _ChunkLines(total) if not terminal and jax.process_index() == 0 else None
     with tqdm(total=total, unit="epoch", file=sys.stderr, disable=None) as bar:
@@ -271,8 +293,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 lines(arm, seed, epochs, reached[arm, seed], task.epochs)
 
         try:
-            rows = sweep(task, arms=arms, lrs=args.lrs, weight_decays=args.wds, seeds=seeds,
-                         out=args.out, fresh=args.fresh, grid_size=grid_size, report=False,
+            rows = sweep(task, arms=arms, lrs=lrs, weight_decays=wds, seeds=seeds,
+                         train_sizes=sizes, widths=widths, report=False,
+                         out=args.out, fresh=args.fresh, grid_size=grid_size,
                          log=lambda line: tqdm.write(line, file=sys.stderr), on_chunk=on_chunk)
         except Interrupted:
             bar.close()
@@ -289,8 +312,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     info: dict[str, Any] = run_info(task, seeds, len(jax.local_devices()))
     info["command"] = command
+    if not args.no_trajectories and (sizes or widths):
+        print("trajectories skipped: the run has a train-size or width axis", file=sys.stderr)
     summary, written = write_outputs(task, rows, info, args.out,
                                      trajectories=not args.no_trajectories)
     print(summary)
-    heatmaps = f"{len(arms)} heatmap{'s' if len(arms) != 1 else ''}"
+    count = len(arms) * variants
+    heatmaps = f"{count} heatmap{'s' if count != 1 else ''}"
     print(f"wrote {', '.join(written)} and {heatmaps} to {args.out}/")

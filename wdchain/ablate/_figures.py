@@ -42,7 +42,7 @@ def _panel(ax: Any, grid: ArmGrid, measures: ArmMeasures, vmin: float, vmax: flo
     image = ax.imshow(shown, origin="lower", cmap="viridis_r", vmin=vmin, vmax=vmax,
                       aspect="auto", interpolation="nearest")
     ax.set_facecolor("0.75")  # diverged cells (NaN) show the background
-    index = best_index(np.where(np.isfinite(error.T), error.T, np.nan))
+    index = measures.selected or best_index(np.where(np.isfinite(error.T), error.T, np.nan))
     best = error[index[1], index[0]] if index is not None else math.nan
     for (j, i), value in np.ndenumerate(error):
         if not np.isfinite(value):
@@ -127,11 +127,22 @@ def figure2(grids: Sequence[ArmGrid], measures: Sequence[ArmMeasures], info: dic
         ax.set_visible(False)
     if image is not None:
         figure.colorbar(image, ax=list(axes[: len(grids)]), extend="max",
-                        label="validation error %, mean over seeds", shrink=0.8)
-    figure.suptitle("Validation error over lr × λ (red: selected; dotted: tied within 1 SE; "
-                    "dots: λ*(lr))", fontsize=10)
+                        label=colour_label(info), shrink=0.8)
+    figure.suptitle(f"Validation {_measure(info)} over lr × λ (red: selected; dotted: tied "
+                    "within 1 SE; dots: λ*(lr))", fontsize=10)
     figure.supxlabel(provenance(info), fontsize=7, color="0.3")
     figure.savefig(path, dpi=110)
+
+
+def _measure(info: dict[str, Any]) -> str:
+    return "loss" if info.get("selection") == "loss" else "error"
+
+
+def colour_label(info: dict[str, Any]) -> str:
+    """What the colours show: the error in %, or 100 × the loss when the loss selects."""
+    if _measure(info) == "loss":
+        return "validation loss × 100 (no 'error' metric), mean over seeds"
+    return "validation error %, mean over seeds"
 
 
 def heatmap(grid: ArmGrid, measures: ArmMeasures, info: dict[str, Any], path: Path,
@@ -142,6 +153,70 @@ def heatmap(grid: ArmGrid, measures: ArmMeasures, info: dict[str, Any], path: Pa
     figure = Figure(figsize=(6.4, 5.6), layout="constrained")
     ax = figure.add_subplot()
     image = _panel(ax, grid, measures, *colour, tie_points, annotate=True)
-    figure.colorbar(image, ax=ax, extend="max", label="validation error %, mean over seeds")
+    figure.colorbar(image, ax=ax, extend="max", label=colour_label(info))
     figure.supxlabel(provenance(info), fontsize=6, color="0.3")
     figure.savefig(path, dpi=100)
+
+
+def scaling_figure(trends: Sequence[Any], info: dict[str, Any], path: Path) -> None:
+    """λ* against N (or width), log–log, one line per arm and lr, the −1 slope drawn.
+
+    One panel per arm (λ means another thing in each placement); per seed the range of
+    λ* as a bar; hollow markers where λ* is on the grid's edge. A second row shows
+    τ_epoch at the optimum, where defined.
+    """
+    from matplotlib.figure import Figure
+
+    from wdchain.ablate._scaling import AXIS_NAMES
+
+    arms = list(dict.fromkeys(t.arm for t in trends))
+    with_tau = any(math.isfinite(o.tau_epoch) for t in trends for o in t.optima)
+    rows = 2 if with_tau and trends[0].axis == "train_size" else 1
+    figure = Figure(figsize=(4.8 * len(arms), 3.9 * rows + 0.5), layout="constrained")
+    axes = np.atleast_2d(figure.subplots(rows, len(arms), squeeze=False))
+    axis_name = AXIS_NAMES.get(trends[0].axis, trends[0].axis)
+    for column, arm in enumerate(arms):
+        ax = axes[0, column]
+        for k, trend in enumerate(t for t in trends if t.arm == arm):
+            colour = f"C{k}"
+            values = np.array([o.value for o in trend.optima], float)
+            stars = np.array([o.weight_decay for o in trend.optima])
+            seeds = np.array([[10.0 ** v if math.isfinite(v) else np.nan for v in o.per_seed]
+                              for o in trend.optima])
+            low, high = np.nanmin(seeds, axis=1), np.nanmax(seeds, axis=1)
+            ax.vlines(values, low, high, color=colour, alpha=0.5, linewidth=3)
+            ax.plot(values, stars, "-", color=colour,
+                    label=f"lr {trend.lr:.3g}" + (f" (slope {trend.slope:+.2f})"
+                                                  if math.isfinite(trend.slope) else ""))
+            interior = np.array([o.interior for o in trend.optima])
+            ax.plot(values[interior], stars[interior], "o", color=colour)
+            ax.plot(values[~interior], stars[~interior], "o", color=colour, fillstyle="none")
+            finite = np.isfinite(stars)
+            if finite.any() and trend.axis == "train_size":
+                anchor = np.exp(np.mean(np.log(stars[finite] * values[finite])))
+                ax.plot(values, anchor / values, ":", color=colour, linewidth=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(axis_name)
+        ax.set_ylabel("λ* (refined argmin of validation error)")
+        guide = "; dotted: slope −1" if trends[0].axis == "train_size" else ""
+        ax.set_title(f"{arm}{guide}", fontsize=9)
+        ax.legend(fontsize=7)
+        if rows == 2:
+            tax = axes[1, column]
+            for k, trend in enumerate(t for t in trends if t.arm == arm):
+                taus = [o.tau_epoch for o in trend.optima]
+                if any(math.isfinite(t) for t in taus):
+                    tax.plot([o.value for o in trend.optima], taus, "o-", color=f"C{k}",
+                             label=f"lr {trend.lr:.3g}")
+            tax.set_xscale("log")
+            tax.set_yscale("log")
+            tax.set_xlabel(axis_name)
+            tax.set_ylabel("τ_epoch at λ* (epochs)")
+            tax.set_title("the rule: constant", fontsize=9)
+            if tax.lines:
+                tax.legend(fontsize=7)
+    figure.suptitle(f"The best λ against {axis_name} (bars: range over seeds; hollow: on the "
+                    "grid's edge)", fontsize=10)
+    figure.supxlabel(provenance(info), fontsize=7, color="0.3")
+    figure.savefig(path, dpi=110)

@@ -13,18 +13,20 @@ from typing import Any
 import numpy as np
 
 from wdchain.ablate._arms import parse_arm
-from wdchain.ablate._report import analyse, write_report
+from wdchain.ablate._report import AXIS_COLUMNS, analyse, write_report
 from wdchain.ablate._task import Task
 from wdchain.ablate._trajectories import trace, write_trajectories
 
 
 def write_outputs(task: Task, rows: Sequence[dict[str, Any]], info: dict[str, Any],
                   out: str | Path, *, trajectories: bool = True) -> tuple[str, list[str]]:
-    """Writes the report (and the trajectories) into ``out``; (summary, files written)."""
+    """Writes the report (and the trajectories, unless the rows have a train-size or width
+    axis) into ``out``; (summary, files written)."""
     out = Path(out)
     summary = write_report(rows, out, info)
     written = ["results.csv", "summary.md", "figure2.png"]
-    if trajectories:
+    written += [path.name for path in sorted(out.glob("scaling_*.png"))]
+    if trajectories and not any(name in row for row in rows for name in AXIS_COLUMNS):
         selected = [(grid.arm, m.selected_lr, m.selected_weight_decay)
                     for grid, m in analyse(rows) if np.isfinite(m.selected_lr)]
         seed = int(info["seeds"][0])

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from wdchain.ablate import _checks, _figures
+from wdchain.ablate import _checks, _figures, _scaling
 from wdchain.ablate._analysis import (
+    MIN_SLOPE_ROWS,
     ArmGrid,
     ArmMeasures,
     binomial_se,
@@ -29,28 +30,37 @@ from wdchain.ablate._resume import safe_name
 
 CSV_COLUMNS = ("arm", "preconditioner", "decay", "lr", "weight_decay", "seed", "train_loss",
                "validation_loss", "validation_error", "test_loss", "test_error", "diverged")
+AXIS_COLUMNS = ("train_size", "width")  # optional, after seed: a sweep's extra axes
 ALIGNED = 0.5
 _FLOATS = ("lr", "weight_decay", "train_loss", "validation_loss", "validation_error",
            "test_loss", "test_error")
 
 
-def columns(rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
-    """``CSV_COLUMNS``, then the loss's other metrics (``validation_<name>``,
-    ``test_<name>``) in the order the rows hold them."""
-    extra = dict.fromkeys(key for row in rows for key in row if key not in CSV_COLUMNS)
-    return CSV_COLUMNS + tuple(extra)
+def metric_columns(rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """The loss's other metrics (``validation_<name>``, ``test_<name>``), in the order the
+    rows hold them."""
+    fixed = set(CSV_COLUMNS) | set(AXIS_COLUMNS)
+    return tuple(dict.fromkeys(key for row in rows for key in row if key not in fixed))
+
+
+def csv_columns(rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """``CSV_COLUMNS``, with ``train_size`` and ``width`` after ``seed`` when rows have them,
+    then one column per other metric of the loss."""
+    extra = [name for name in AXIS_COLUMNS if any(name in row for row in rows)]
+    at = CSV_COLUMNS.index("seed") + 1
+    return (*CSV_COLUMNS[:at], *extra, *CSV_COLUMNS[at:], *metric_columns(rows))
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    """One row per arm × lr × λ × seed, the columns of ``CSV_COLUMNS`` and one column per
-    other metric of the loss (written atomically)."""
-    header = columns(rows)
+    """One row per arm × lr × λ × seed (× size × width), the columns of :func:`csv_columns`
+    (written atomically)."""
+    columns = csv_columns(rows)
     temporary = path.with_name(path.name + ".tmp")
     with temporary.open("w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(header)
+        writer.writerow(columns)
         for row in rows:
-            writer.writerow([_format(row.get(column, math.nan)) for column in header])
+            writer.writerow([_format(row.get(column, math.nan)) for column in columns])
     os.replace(temporary, path)
 
 
@@ -69,9 +79,12 @@ def read_csv(path: str | Path) -> list[dict[str, Any]]:
         rows = list(csv.DictReader(file))
     for row in rows:
         for column in row:
-            if column in _FLOATS or column not in CSV_COLUMNS:
+            if column in _FLOATS or column not in (*CSV_COLUMNS, *AXIS_COLUMNS):
                 row[column] = float(row[column])
         row["seed"] = int(row["seed"])
+        for column in AXIS_COLUMNS:
+            if column in row:
+                row[column] = int(row[column])
         row["diverged"] = row["diverged"] == "true"
     return rows
 
@@ -81,9 +94,18 @@ def arm_names(rows: Sequence[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(row["arm"] for row in rows))
 
 
+def axis_points(rows: Sequence[dict[str, Any]]) -> list[tuple[tuple[str, int], ...]]:
+    """The points of the extra axes (train_size, width) in the rows; [()] without them."""
+    names = [name for name in AXIS_COLUMNS if any(name in row for row in rows)]
+    return list(dict.fromkeys(tuple((name, row[name]) for name in names) for row in rows))
+
+
 def analyse(rows: Sequence[dict[str, Any]]) -> list[tuple[ArmGrid, ArmMeasures]]:
-    """Each arm's grid and measures."""
-    grids = [ArmGrid.from_rows(rows, name) for name in arm_names(rows)]
+    """Each arm's grid and measures (one per arm and point of the extra axes)."""
+    points = sorted(axis_points(rows))
+    grids = [ArmGrid.from_rows(rows, name, point) for name in arm_names(rows)
+             for point in points
+             if any(r["arm"] == name and all(r.get(k) == v for k, v in point) for r in rows)]
     return [(grid, measure(grid)) for grid in grids]
 
 
@@ -91,7 +113,8 @@ def _l2_partner(grid: ArmGrid, grids: Sequence[ArmGrid]) -> ArmGrid | None:
     if grid.decay in ("l2", "none"):
         return None
     for other in grids:
-        if other.preconditioner == grid.preconditioner and other.decay == "l2":
+        if (other.preconditioner == grid.preconditioner and other.decay == "l2"
+                and other.axes == grid.axes):
             return other
     return None
 
@@ -153,14 +176,27 @@ def summary_markdown(rows: Sequence[dict[str, Any]], info: dict[str, Any],
             f"{_pm(m.regret_mean, m.regret_std, 100, 1, False)} | {gap} | "
             f"{m.diverged_cells} / {m.cells} |"
         )
-    extra = [c for c in columns(rows) if c not in CSV_COLUMNS]
+    extra = metric_columns(rows)
     if extra:
         lines += ["", "The loss's other metrics are in results.csv, one column each: "
                   + ", ".join(extra) + "."]
     lines += ["", "## What this run shows", "", *findings(analysed, test_size),
-              *lost_decay_findings(analysed, info.get("decay_dtype")), "",
-              "## Measures", "", *_MEASURES]
+              *lost_decay_findings(analysed, info.get("decay_dtype")), ""]
+    for axis, title in _AXIS_TITLES.items():
+        trends = _scaling.trends(grids, info, axis)
+        if trends:
+            lines += [f"## {title}", "", *_scaling.table(trends), "",
+                      *_scaling.findings(trends), ""]
+    lines += ["## Measures", "", *_MEASURES]
+    if any(grid.axes for grid in grids):
+        lines += _SCALING_MEASURES
     return "\n".join(lines) + "\n"
+
+
+_AXIS_TITLES = {
+    "train_size": "The best λ against the training-set size N (Wang & Aitchison's rule)",
+    "width": "The best λ against the model's width",
+}
 
 
 def _shape(m: ArmMeasures) -> str:
@@ -186,7 +222,7 @@ def findings(analysed: Sequence[tuple[ArmGrid, ArmMeasures]], test_size: int) ->
     by_arm = {grid.arm: m for grid, m in analysed}
     lines = []
     for grid, m in analysed:
-        if grid.decay != "none":
+        if grid.decay != "none" and len(grid.lrs) >= MIN_SLOPE_ROWS:
             lines.append(f"- **{grid.arm}**: {_shape(m)}; single-λ regret "
                          f"{_pm(m.regret_mean, m.regret_std, 100, 1, False)} points.")
     for grid, m in analysed:
@@ -264,8 +300,25 @@ _MEASURES = [
 
 
 def heatmap_path(out: Path, arm: str) -> Path:
-    """``out/heatmap_<arm>.png``, the arm's name made a safe file name (never outside out)."""
-    return Path(out) / f"heatmap_{safe_name(arm)}.png"
+    """``out/heatmap_<arm>.png``, the arm's name made a safe file name (never outside out).
+
+    An arm at a point of a sweep's extra axes, ``adamw, N=1000``, is ``heatmap_adamw_N1000``.
+    """
+    return Path(out) / f"heatmap_{safe_name(arm.replace(', ', '_').replace('=', ''))}.png"
+
+
+_SCALING_MEASURES = [
+    ("- *λ\\* against N or width*: per arm and lr, the argmin over λ > 0 of the seed-mean "
+     "validation error, refined by a parabola in log λ (per seed: the same on each seed's "
+     "errors); *edge*: the smallest or largest λ of the grid (not refined, left out of the "
+     "slope). Slope: least squares of log λ* on log N over the interior optima. Wang & "
+     "Aitchison's rule (a fixed best EMA timescale in epochs) predicts −1 against N at a fixed "
+     "lr, batch and number of epochs."),
+    ("- *τ_epoch at λ\\**: τ_iter = T / Σ_t c_t·λ* (T steps, c_t = α_t for torch's decoupled "
+     "decay, η_t for the paper's independent decay: wdchain.integrated_decay), in epochs of "
+     "N/B steps (wdchain.timescale_in_epochs); with the cosine schedule twice the 1/(α·λ) of a "
+     "constant one. *Roughly constant* when the slope of log τ_epoch on log N is within ±0.5."),
+]
 
 
 def write_report(rows: Sequence[dict[str, Any]], out: str | Path,
@@ -285,6 +338,10 @@ def write_report(rows: Sequence[dict[str, Any]], out: str | Path,
                                 default=math.nan), validation)
     tie = tie if math.isfinite(tie) else 0.0
     _figures.figure2(grids, measures, info, out / "figure2.png", tie)
+    for axis in _AXIS_TITLES:
+        trends = _scaling.trends(grids, info, axis)
+        if trends:
+            _figures.scaling_figure(trends, info, out / f"scaling_{axis}.png")
     colour = _figures.colour_range(grids)
     for grid, m in analysed:
         _figures.heatmap(grid, m, info, heatmap_path(out, grid.arm), tie, colour)

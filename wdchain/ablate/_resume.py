@@ -42,7 +42,7 @@ from wdchain.ablate._lock import FolderLock
 MANIFEST = "run.json"
 STATE = ".wdchain-ablate"
 OUTPUTS = ("results.csv", "summary.md", "figure2.png", "trajectories.csv", "trajectories.png")
-OWNED_GLOBS = ("heatmap_*.png", "*.tmp")
+OWNED_GLOBS = ("heatmap_*.png", "scaling_*.png", "*.tmp")
 KEEP_CHECKPOINTS = 2
 _RUN_WIDE = ("seeds", "arms", "grids")  # the rest of the config applies to every (arm, seed)
 
@@ -159,7 +159,8 @@ class RunStore:
     def key(self, arm: str) -> str:
         """A hash of what determines (arm, any seed)'s rows: the config, this arm's grid."""
         mine = {k: v for k, v in self.config.items() if k not in _RUN_WIDE}
-        mine["grid"] = self.config.get("grids", {}).get(arm)
+        # A sweep's extra axes name their units arm@train_size1000: the grid is the arm's.
+        mine["grid"] = self.config.get("grids", {}).get(arm.split("@")[0])
         mine["arm"] = arm
         return hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -203,6 +204,7 @@ class RunStore:
         meta = {"key": self.key(arm), "epoch": epoch, "checksums": checksums(leaves)}
         directory = self._checkpoint_dir(arm, seed)
         try:
+            shutil.rmtree(directory / str(epoch), ignore_errors=True)  # a damaged one, set aside
             with self._lock, ocp.CheckpointManager(
                     directory, options=ocp.CheckpointManagerOptions(
                         max_to_keep=KEEP_CHECKPOINTS, enable_async_checkpointing=False)
@@ -238,8 +240,8 @@ class RunStore:
                     meta = manager.restore(epoch, args=ocp.args.Composite(
                         meta=ocp.args.JsonRestore()))["meta"]
                 except Exception as error:  # noqa: BLE001 - damaged: fall back
-                    self.log(f"{where} is unreadable ({type(error).__name__}); trying the one "
-                             "before it")
+                    self._set_aside(directory, epoch, f"{where} is unreadable "
+                                    f"({type(error).__name__})")
                     continue
                 if not isinstance(meta, dict) or meta.get("key") != self.key(arm):
                     raise ValueError(
@@ -253,18 +255,23 @@ class RunStore:
                     values = list(restored["leaves"])
                     sound = checksums(values) == meta.get("checksums")
                 except Exception as error:  # noqa: BLE001 - damaged: fall back
-                    self.log(f"{where} is unreadable ({type(error).__name__}: "
-                             f"{str(error)[:200]}); trying the one before it")
+                    self._set_aside(directory, epoch, f"{where} is unreadable "
+                                    f"({type(error).__name__}: {str(error)[:200]})")
                     continue
                 if not sound:
-                    self.log(f"{where} fails its checksum (damaged on disk); trying the one "
-                             "before it")
+                    self._set_aside(directory, epoch, f"{where} fails its checksum (damaged "
+                                    "on disk)")
                     continue
                 values = [_like(value, leaf) for value, leaf in zip(values, leaves)]
                 return epoch, jax.tree.unflatten(treedef, values)
         if steps:
             self.log(f"no sound checkpoint of {arm} seed {seed}: it trains from the start")
         return None
+
+    def _set_aside(self, directory: Path, epoch: int, why: str) -> None:
+        """Removes a damaged checkpoint, saying so: the one before it is tried next."""
+        shutil.rmtree(directory / str(epoch), ignore_errors=True)
+        self.log(f"{why}; removed it, trying the one before it")
 
 
 def _plain(leaf: Any) -> Any:

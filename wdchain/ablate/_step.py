@@ -20,7 +20,7 @@ import optax
 from flax import nnx
 
 import wdchain
-from wdchain._registry import REGISTRY
+from wdchain.registry import REGISTRY
 from wdchain.ablate._arms import Arm
 from wdchain.ablate._models import CallFn, as_called
 from wdchain.ablate._task import Task

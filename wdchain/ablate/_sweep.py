@@ -18,6 +18,7 @@ import numpy as np
 import wdchain
 from wdchain.ablate import _checks
 from wdchain.ablate._arms import Arm, parse_arm
+from wdchain.ablate._axes import Variant, axis_values, task_for, variants
 from wdchain.ablate._engine import GridProgram, local_mesh
 from wdchain.ablate._fingerprint import fingerprint
 from wdchain.ablate._interrupt import Interrupted, stop_on_sigint
@@ -67,6 +68,7 @@ def run_info(task: Task, seeds: Sequence[int], devices: int | None = None) -> di
     return {
         "task": task.name, "model": task.label, "epochs": task.epochs,
         "batch_size": task.batch_size, "seeds": list(seeds), "version": wdchain.__version__,
+        "train_examples": None if callable(first.train) else len(first.train[0]),
         "validation_examples": len(first.validation[0]), "test_examples": len(first.test[0]),
         "environment": f"jax {jax.__version__}, {jax.default_backend()} × {devices}",
         "selection": probe.selection, "recipe": task.recipe(),
@@ -81,6 +83,8 @@ def sweep(
     lrs: Grid = None,
     weight_decays: Grid = None,
     seeds: Sequence[int] = (0,),
+    train_sizes: Sequence[int] | None = None,
+    widths: Sequence[int] | None = None,
     devices: Sequence[Any] | None = None,
     out: str | Path | None = None,
     fresh: bool | str = False,
@@ -103,6 +107,13 @@ def sweep(
       weight_decays: λ values (≥ 0; λ = 0 is the no-decay baseline), as for ``lrs``.
       seeds: each changes the initialisation, the batch order, the model's RNGs (and
         the split, for tasks with ``splits``).
+      train_sizes: train every grid once per size N, on the first N examples of one
+        stratified order of the seed's training split: nested subsets (the smaller
+        inside the larger), drawn once, so the same in every seed for a task whose
+        splits do not change with the seed. Validation and test are not cut. Rows get
+        a ``train_size`` column. None: the whole training split.
+      widths: train every grid once per width w, the model built as
+        ``task.model(rngs, width=w)``; rows get a ``width`` column.
       devices: the devices to spread each grid's cells over (a 1-D mesh); None: all
         local devices.
       out: a folder: write ``results.csv`` (updated after each arm and seed) and keep
@@ -125,19 +136,22 @@ def sweep(
     the first Ctrl-C stops at the end of the chunk in progress (checkpointed, so the same
     call resumes) and raises ``KeyboardInterrupt``; a second one stops at once.
       on_chunk: called as ``on_chunk(arm, seed, epochs)`` after each chunk, with the
-        number of epochs it trained (or skipped, on resuming).
+        number of epochs it trained (or skipped, on resuming); with ``train_sizes`` or
+        ``widths`` ``arm`` names the point too, e.g. ``"adamw (N=1000)"``.
       report: with ``out``, also write what the command line writes: ``summary.md``,
         ``figure2.png`` and ``heatmap_<arm>.png`` (with no "Command:" line).
       trajectories: with ``out`` and ``report``, also retrain each arm's selected cell
-        (first seed) with diagnostics: ``trajectories.csv`` and ``trajectories.png``.
+        (first seed) with diagnostics: ``trajectories.csv`` and ``trajectories.png``
+        (skipped when the sweep has a train-size or width axis).
 
     Returns:
       A list of dicts with the keys of ``CSV_COLUMNS``: ``arm`` (the name given),
       ``preconditioner``, ``decay``, ``lr``, ``weight_decay``, ``seed``, ``train_loss``,
       ``validation_loss``, ``validation_error``, ``test_loss``, ``test_error`` (errors
-      as fractions in [0, 1]; NaN for a diverged cell) and ``diverged``, then one key
-      per other metric of the loss on validation and test, ``validation_<name>`` and
-      ``test_<name>`` (e.g. ``validation_perplexity``).
+      as fractions in [0, 1]; NaN for a diverged cell) and ``diverged``; with
+      ``train_sizes`` or ``widths``, also ``train_size`` or ``width`` (after ``seed``);
+      then one key per other metric of the loss on validation and test,
+      ``validation_<name>`` and ``test_<name>`` (e.g. ``validation_perplexity``).
     """
     if not isinstance(task, Task):
         raise TypeError(f"sweep: task must be a wdchain.ablate.Task, got {task!r}")
@@ -147,6 +161,8 @@ def sweep(
     if not parsed:
         raise ValueError("sweep: arms is empty; give at least one arm, e.g. ['adam-l2', 'adamw']")
     seeds = _seeds(seeds)
+    sizes, widths = axis_values("train_sizes", train_sizes), axis_values("widths", widths)
+    tasks = {variant: task_for(task, variant, seeds) for variant in variants(sizes, widths)}
     log = log or (lambda line: print(line, file=sys.stderr))
     _checks.check_grid_size(grid_size)
     _checks.check_devices(devices)
@@ -176,10 +192,14 @@ def sweep(
             "recipe": task.recipe(), "arms": [arm.name for arm in parsed], "wdchain": wdchain.__version__,
             "grids": {name: [list(map(float, g)) for g in pair] for name, pair in grids.items()},
         }
+        if sizes is not None:
+            config["train_sizes"] = list(sizes)
+        if widths is not None:
+            config["widths"] = list(widths)
         store = RunStore(Path(out), config, fresh=fresh, log=log,
                          lock=jax.process_index() == 0)
     try:
-        rows = _sweep(task, parsed, seeds, grids, mesh, store, out, parallel, log, on_chunk)
+        rows = _sweep(tasks, parsed, seeds, grids, mesh, store, out, parallel, log, on_chunk)
     finally:
         if store is not None:
             store.close()
@@ -204,7 +224,7 @@ def _warn_lost_decay(parsed: Sequence[Arm], grids: dict[str, tuple[np.ndarray, n
                           wdchain.DecayPrecisionWarning, stacklevel=3)
 
 
-def _sweep(task: Task, parsed: list[Arm], seeds: tuple[int, ...],
+def _sweep(tasks: dict[Variant, Task], parsed: list[Arm], seeds: tuple[int, ...],
            grids: dict[str, tuple[np.ndarray, np.ndarray]], mesh: Any, store: RunStore | None,
            out: str | Path | None, parallel: int, log: Callable[[str], None],
            on_chunk: Callable[[str, int, int], None] | None) -> list[dict[str, Any]]:
@@ -221,49 +241,57 @@ def _sweep(task: Task, parsed: list[Arm], seeds: tuple[int, ...],
 
         return call
 
-    done: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    points = list(tasks)
+    done: dict[tuple[str, Variant, int], list[dict[str, Any]]] = {}
     todo = []
     for arm in parsed:
-        for seed in seeds:
-            finished = store.finished(arm.name, seed) if store else None
-            if finished is None:
-                todo.append((arm, seed))
-            else:
-                done[arm.name, seed] = finished
+        for variant in points:
+            for seed in seeds:
+                unit = arm.name + variant.key()
+                finished = store.finished(unit, seed) if store else None
+                if finished is None:
+                    todo.append((arm, variant, seed))
+                else:
+                    done[arm.name, variant, seed] = finished
+    # The largest training sets first, so that the threads finish together.
+    todo.sort(key=lambda job: -(job[1].train_size or 0))
 
     def ordered() -> list[dict[str, Any]]:
-        return [row for arm in parsed for seed in seeds for row in done.get((arm.name, seed), [])]
+        return [row for arm in parsed for variant in points for seed in seeds
+                for row in done.get((arm.name, variant, seed), [])]
 
-    programs: dict[str, GridProgram] = {}
+    programs: dict[tuple[str, Variant], GridProgram] = {}
 
-    def program_for(arm: Arm) -> GridProgram:
+    def program_for(arm: Arm, variant: Variant) -> GridProgram:
         with lock:
-            if arm.name not in programs:
+            if (arm.name, variant) not in programs:
                 cell_lrs, cell_wds = (g.ravel() for g in np.meshgrid(*grids[arm.name],
                                                                       indexing="ij"))
-                programs[arm.name] = GridProgram(task, arm, cell_lrs, cell_wds, mesh)
-            return programs[arm.name]
+                programs[arm.name, variant] = GridProgram(tasks[variant], arm, cell_lrs,
+                                                          cell_wds, mesh)
+            return programs[arm.name, variant]
 
-    def train(arm: Arm, seed: int) -> None:
+    def train(arm: Arm, variant: Variant, seed: int) -> None:
+        unit = arm.name + variant.key()
         if stop.is_set():
-            raise Interrupted(f"stopped before {arm.name} seed {seed}")
+            raise Interrupted(f"stopped before {unit} seed {seed}")
         try:
-            seed_rows = _train(program_for(arm), arm, seed, store, locked(log),
-                               locked(on_chunk), stop)
+            seed_rows = _train(program_for(arm, variant), arm, variant, seed, store,
+                               locked(log), locked(on_chunk), stop)
         except BaseException:
             stop.set()  # the others stop at their next chunk boundary
             raise
         with lock:
             if store:
-                store.finish(arm.name, seed, seed_rows)
-            done[arm.name, seed] = seed_rows
+                store.finish(unit, seed, seed_rows)
+            done[arm.name, variant, seed] = seed_rows
             if out is not None:
                 write_csv(ordered(), Path(out) / "results.csv")
 
     if todo:
         with stop_on_sigint(log, stop) if store is not None else _nothing():
             with ThreadPoolExecutor(min(parallel, len(todo))) as pool:
-                futures = [pool.submit(train, arm, seed) for arm, seed in todo]
+                futures = [pool.submit(train, *job) for job in todo]
             failures = [error for f in futures if (error := f.exception()) is not None]
             if failures:  # a fault before an interruption it caused
                 raise min(failures, key=lambda e: isinstance(e, Interrupted))
@@ -281,36 +309,49 @@ class _nothing:
         return None
 
 
-def _train(program: GridProgram, arm: Arm, seed: int, store: RunStore | None,
-           log: Callable[[str], None],
+def _train(program: GridProgram, arm: Arm, variant: Variant, seed: int,
+           store: RunStore | None, log: Callable[[str], None],
            on_chunk: Callable[[str, int, int], None] | None,
            stop: threading.Event | None = None) -> list[dict[str, Any]]:
     carry = program.initial_carry(seed)
     epoch = 0
+    unit = arm.name + variant.key()
     if store is not None:
-        restored = store.restore(arm.name, seed, carry)
+        restored = store.restore(unit, seed, carry)
         if restored is not None:
             epoch, carry = restored
-            log(f"resumed {arm.name} seed {seed} from its checkpoint after epoch {epoch} "
-                f"of {program.task.epochs}")
+            where = f" ({variant.label()})" if variant.label() else ""
+            log(f"resumed {arm.name}{where} seed {seed} from its checkpoint after epoch "
+                f"{epoch} of {program.task.epochs}")
+    shown = arm.name + (f" ({variant.label()})" if variant.label() else "")
     if on_chunk is not None and epoch:
-        on_chunk(arm.name, seed, epoch)
+        on_chunk(shown, seed, epoch)
     while epoch < program.task.epochs:
         start = epoch
         carry, epoch = program.train_chunk(carry, seed, epoch)
         if store is not None and epoch < program.task.epochs:
-            store.save(arm.name, seed, epoch, carry)
+            store.save(unit, seed, epoch, carry)
         if on_chunk is not None:
-            on_chunk(arm.name, seed, epoch - start)
+            on_chunk(shown, seed, epoch - start)
         if stop is not None and stop.is_set() and epoch < program.task.epochs:
-            raise Interrupted(f"stopped {arm.name} seed {seed} after epoch {epoch}")
+            raise Interrupted(f"stopped {unit} seed {seed} after epoch {epoch}")
     metrics = program.evaluate(carry, seed)
-    return [
-        dict(zip(CSV_COLUMNS, (
+    rows = []
+    for k, (lr, wd) in enumerate(zip(program.cell_lrs, program.cell_weight_decays)):
+        row = dict(zip(CSV_COLUMNS, (
             arm.name, arm.preconditioner, arm.decay, float(lr), float(wd), seed,
             *(float(getattr(metrics, field)[k]) for field in (
                 "train_loss", "validation_loss", "validation_error", "test_loss", "test_error")),
             bool(metrics.diverged[k]),
         ))) | {name: float(values[k]) for name, values in metrics.extra.items()}
-        for k, (lr, wd) in enumerate(zip(program.cell_lrs, program.cell_weight_decays))
-    ]
+        rows.append(with_axes(row, variant.columns()))
+    return rows
+
+
+def with_axes(row: dict[str, Any], axes: dict[str, int]) -> dict[str, Any]:
+    """``row`` with the extra axes' columns right after ``seed``."""
+    if not axes:
+        return row
+    items = list(row.items())
+    at = [key for key, _ in items].index("seed") + 1
+    return dict(items[:at] + list(axes.items()) + items[at:])

@@ -251,19 +251,33 @@ def holdout(train: Arrays, fraction: float, seed: int = HOLDOUT_SEED) -> tuple[A
     return (x[keep], y[keep]), (x[validation], y[validation])
 
 
-def stratified_indices(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """``count`` indices drawn at random with each class in proportion (any labels)."""
+def stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
+    """Every index once, in a random order whose every prefix holds each class in proportion.
+
+    The classes are interleaved (the k-th example of each class in turn, shuffled
+    within), so the first ``count`` indices are a stratified draw of ``count`` and the
+    draws of two counts are nested. Labels that are not 1-D integers are shuffled only.
+
+    Example:
+      >>> order = stratified_order(np.array([0] * 6 + [1] * 3), seed=0)
+      >>> sorted(np.array([0] * 6 + [1] * 3)[order[:3]].tolist())
+      [0, 0, 1]
+    """
     rng = np.random.default_rng(seed)
     if not np.issubdtype(labels.dtype, np.integer) or labels.ndim != 1:
-        return np.sort(rng.permutation(len(labels))[:count])
+        return rng.permutation(len(labels))
     classes, inverse = np.unique(labels, return_inverse=True)
     order = rng.permutation(len(labels))
-    # Interleave the classes: the k-th example of each class, in turn, shuffled within.
     rank = np.empty(len(labels))
     for c in range(len(classes)):
         members = order[inverse[order] == c]
         rank[members] = (np.arange(len(members)) + rng.random()) / len(members)
-    return np.sort(np.argsort(rank, kind="stable")[:count])
+    return np.argsort(rank, kind="stable")
+
+
+def stratified_indices(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """``count`` indices drawn at random with each class in proportion (any labels), sorted."""
+    return np.sort(stratified_order(labels, seed)[:count])
 
 
 def stratified_split(x: np.ndarray, y: np.ndarray, sizes: tuple[int, ...],

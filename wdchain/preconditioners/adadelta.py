@@ -9,6 +9,14 @@ import jax.numpy as jnp
 import optax
 
 from wdchain import _recipe, _tree, _validate
+from wdchain.registry import register_preconditioner
+from wdchain.types import Options
+
+
+def check_options(where: str, options: Options) -> None:
+    """Adadelta's options: ρ in [0, 1], ε ≥ 0."""
+    _validate.check_range(where, "rho", options["rho"], high=1.0)
+    _validate.check_range(where, "eps", options["eps"])
 
 
 class ScaleByAdadeltaState(NamedTuple):
@@ -43,8 +51,7 @@ def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> optax.GradientTransfor
       Array([0.], dtype=float32)
     """
     where = "scale_by_adadelta"
-    _validate.check_range(where, "rho", rho, high=1.0)
-    _validate.check_range(where, "eps", eps)
+    check_options(where, {"rho": rho, "eps": eps})
 
     def init_fn(params: Any) -> ScaleByAdadeltaState:
         _tree.require_real(where, params)
@@ -74,3 +81,9 @@ def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> optax.GradientTransfor
     return _recipe.label(
         tx, _recipe.Step("adadelta", _recipe.PRECONDITIONER, (("ρ", rho), ("ε", eps)))
     )
+
+
+register_preconditioner(
+    "adadelta", scale_by_adadelta, check=check_options, adaptive=True, lr_span=(-1.5, 1.0),
+    summary="Adadelta (Zeiler 2012), torch's arithmetic", torch="Adadelta", alias="adadelta",
+)

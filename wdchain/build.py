@@ -1,19 +1,19 @@
-"""``build``: any preconditioner with any weight-decay placement, as one fixed chain.
+"""``build``: any registered preconditioner with any weight decay, as one fixed chain.
 
-Every optimizer ``build`` makes is the same six slots::
+Every optimizer ``build`` makes is the same named slots::
 
-    chain(sign, add_l2_to_grad, <preconditioner>, decoupled_weight_decay,
-          scale_by_learning_rate, independent_weight_decay)
+    chain([target], sign, l2, *preconditioner, decoupled, *inside, learning_rate,
+          independent, *tail)
 
 The placement only decides which decay slot holds λ; the others hold a decay of 0.0,
 which is switched off but keeps its state. So the optimizer state has the same tree
 structure for every placement of a given preconditioner, and a checkpoint or a
-sharding spec carries across the arms of an ablation.
+sharding spec carries across the arms of an ablation. The preconditioner's slots come
+from its entry in :mod:`wdchain.registry`; the decay slots are :func:`wdchain.decay.decay_term`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -21,16 +21,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from wdchain import _decay, _decay_axes, _recipe, _registry, _tree, _validate
+from wdchain import _recipe, _tree, _validate
+from wdchain import decay as _decay
+from wdchain import registry as _registry
 from wdchain._learning_rate import maximize as _maximize
 from wdchain._learning_rate import scale_by_learning_rate
 
 PLACEMENTS = ("none", "l2", "decoupled", "independent", "constant")
 # Every value of build's decay=: the placements, and two scales of the decoupled decay.
 DECAYS = (*PLACEMENTS, "corrected", "stable")
-GATES = _decay_axes.GATES
-PRECONDITIONERS = _registry.PRECONDITIONERS
-REGISTRY = _registry.REGISTRY
+GATES = _decay.GATES
 
 
 def _with_others(entry: _registry.Preconditioner, others: Any, common: dict[str, Any],
@@ -100,25 +100,27 @@ def _multiplier(
     return lr, _named(lambda count: _tree.value_at(lr, count) / lr_peak, "lr_t/lr_peak")
 
 
-def _independent_decay(weight_decay: Any, eta: Callable[[Any], Any] | None) -> Any:
-    """λ·η_t as a schedule of the count (λ itself may be a schedule)."""
-    if eta is None or _validate.is_static_zero(weight_decay):
-        return weight_decay
-
-    def decay(count: Any) -> Any:
-        return _tree.value_at(weight_decay, count) * eta(count)
-
-    return decay
+# The slot each decay value puts λ in; the others hold 0.0 (switched off, same state).
+_SLOT_OF = {"none": None, "l2": "l2", "decoupled": "decoupled", "corrected": "decoupled",
+            "stable": "decoupled", "independent": "independent", "constant": "independent"}
+# Each slot's role and sign: +1 before the learning rate, −1 after it.
+_TRANSFORM_OF = {"l2": (_recipe.L2, 1.0), "decoupled": (_recipe.DECOUPLED, 1.0),
+                 "independent": (_recipe.INDEPENDENT, -1.0)}
 
 
-def _relabel_independent(tx: optax.GradientTransformation, weight_decay: Any):
-    """Labels the independent step as ``λ`` scaled by η_t (not as an opaque schedule)."""
-    steps = _recipe.recipe(tx)
-    if not steps:  # a static zero decay is switched off and has no step
-        return tx
-    step = steps[0]
-    hyperparams = (("λ", weight_decay),) + step.hyperparams[1:]
-    return _recipe.label(tx, dataclasses.replace(step, hyperparams=hyperparams, decay_scale="η_t"))
+def _decay_slot(slot: str, decay: str, weight_decay: Any, mask: Any, gate: str | None,
+                toward: Any, eta: Any, corrected_mask: Any) -> optax.GradientTransformation:
+    """The decay term of one slot: λ where ``decay`` puts it (scaled as it says), else 0."""
+    role, sign = _TRANSFORM_OF[slot]
+    lam = weight_decay if _SLOT_OF[decay] == slot else 0.0
+    scale: dict[str, Any] = {}
+    if slot == "decoupled" and decay == "corrected" and eta is not None:
+        scale = {"eta": eta, "eta_mask": corrected_mask, "decay_scale": "η_t"}
+    elif slot == "decoupled" and decay == "stable":
+        scale = {"stable": True}
+    elif slot == "independent" and decay == "independent":
+        scale = {"eta": eta, "decay_scale": "η_t"}
+    return _decay.decay_term("build", role, lam, mask, sign, gate=gate, toward=toward, **scale)
 
 
 def build(
@@ -189,7 +191,8 @@ def build(
 
     Args:
       preconditioner: a name of ``PRECONDITIONERS``, each one entry of the registry
-        (``wdchain._registry.REGISTRY``, which holds its options and their defaults):
+        (:mod:`wdchain.registry`, which holds its options and their defaults; add one
+        with :func:`wdchain.register_preconditioner`):
         ``"sgd"`` (none), ``"momentum"`` (``momentum`` = 0.9, ``dampening`` = 0,
         ``nesterov`` = False), ``"adagrad"`` (``eps`` = 1e-10,
         ``initial_accumulator_value`` = 0, ``lr_decay`` = 0), ``"rmsprop"``
@@ -271,11 +274,9 @@ def build(
         options["options"] = nested  # refused below as an unknown option
     full_options = entry.full_options(where, options)
     _validate.check_schedule_or_number(where, "lr", lr)
-    _validate.check_schedule_or_number(where, "weight_decay", weight_decay)
     _validate.check_flag(where, "maximize", maximize)
-    _validate.check_mask(where, mask)
-    _decay_axes.check_gate(where, gate)
-    _decay_axes.check_toward(where, toward)
+    _decay.check_gate(where, gate)
+    _decay.check_toward(where, toward)
     if corrected_mask is not None:
         if decay != "corrected":
             raise ValueError(
@@ -284,44 +285,6 @@ def build(
                 "corrected_mask out, or use decay='corrected'"
             )
         _validate.check_mask(where, corrected_mask)
-
-    learning_rate, eta = _multiplier(lr, schedule, lr_peak, decay)
-    learning_rate = entry.learning_rate(learning_rate, full_options)
-    if entry.eta is not None:
-        eta = entry.eta(eta, full_options)
-        if callable(eta):
-            eta.wdchain_name = "η_t"
-
-    new_axes = decay in ("corrected", "stable") or gate is not None or toward is not None
-    if not new_axes:
-        def slot(placement: str) -> Any:
-            return weight_decay if decay == placement else 0.0
-
-        independent = slot("constant") if decay == "constant" else _independent_decay(
-            slot("independent"), eta
-        )
-        independent_tx = _decay.independent_weight_decay(independent, mask)
-        if decay == "independent":
-            independent_tx = _relabel_independent(independent_tx, weight_decay)
-        return _recipe.chain(
-            _maximize() if maximize else _recipe.nothing(),
-            _decay.add_l2_to_grad(slot("l2"), mask),
-            *entry.transforms(full_options, learning_rate),
-            _decay.decoupled_weight_decay(slot("decoupled"), mask),
-            *entry.inside(full_options),
-            scale_by_learning_rate(learning_rate),
-            independent_tx,
-            *entry.tail(full_options),
-        )
-    return _axes_chain(entry, full_options, learning_rate, eta, decay, weight_decay, mask,
-                       maximize, gate, toward, corrected_mask)
-
-
-def _axes_chain(entry: _registry.Preconditioner, options: dict[str, Any], learning_rate: Any,
-                eta: Any, decay: str, weight_decay: Any, mask: Any, maximize: bool,
-                gate: str | None, toward: Any, corrected_mask: Any):
-    """The fixed chain with the scale, gate and target axes (and θ* in a first slot)."""
-    where = "build"
     if decay == "stable" and entry.second_moment is None:
         adaptive = [e.name for e in _registry.REGISTRY.values() if e.second_moment]
         raise ValueError(
@@ -330,61 +293,61 @@ def _axes_chain(entry: _registry.Preconditioner, options: dict[str, Any], learni
             f"{', '.join(adaptive)}, or decay='decoupled'"
         )
 
-    def term(placement: str, role: str, sign: float, **kwargs: Any) -> Any:
-        lam = weight_decay if decay == placement else 0.0
-        return _decay_axes.decay_term(f"build(decay={decay!r})", role, lam, mask, sign,
-                                      gate=gate, toward=toward, **kwargs)
+    learning_rate, eta = _multiplier(lr, schedule, lr_peak, decay)
+    learning_rate = entry.step_learning_rate(learning_rate, full_options)
+    if entry.eta is not None:
+        eta = entry.eta(eta, full_options)
+        if callable(eta):
+            eta.wdchain_name = "η_t"
 
-    in_decoupled = "decoupled" if decay in ("decoupled", "corrected", "stable") else "-"
-    decoupled_kwargs: dict[str, Any] = {}
-    if decay == "corrected" and eta is not None:
-        decoupled_kwargs = {"eta": eta, "eta_mask": corrected_mask, "decay_scale": "η_t"}
-    if decay == "stable":
-        decoupled_kwargs = {"stable": True}
-    lam_decoupled = weight_decay if in_decoupled == "decoupled" else 0.0
-    decoupled_tx = _decay_axes.decay_term(
-        f"build(decay={decay!r})", _recipe.DECOUPLED, lam_decoupled, mask, 1.0, gate=gate,
-        toward=toward, **decoupled_kwargs)
-    unscaled = "λ_t schedule" if callable(weight_decay) else "1"  # as _decay labels it
-    if decay == "constant":
-        independent_tx = term("constant", _recipe.INDEPENDENT, -1.0, decay_scale=unscaled)
-    elif decay == "independent" and eta is not None:
-        independent_tx = term("independent", _recipe.INDEPENDENT, -1.0, eta=eta,
-                              decay_scale="η_t")
-    else:
-        independent_tx = term("independent", _recipe.INDEPENDENT, -1.0, decay_scale=unscaled)
-
-    head = [_decay_axes.decay_target(toward)] if toward is not None else []
-    preconditioner = list(entry.transforms(options, learning_rate))
-    parts = [
-        *head,
-        _maximize() if maximize else _recipe.nothing(),
-        term("l2", _recipe.L2, 1.0),
+    slots = [
+        *([("target", _decay.decay_target(toward))] if toward is not None else []),
+        ("sign", _maximize() if maximize else _recipe.nothing()),
+        ("l2", _decay_slot("l2", decay, weight_decay, mask, gate, toward, eta, corrected_mask)),
+        *(("preconditioner", tx) for tx in entry.transforms(full_options, learning_rate)),
+        ("decoupled", _decay_slot("decoupled", decay, weight_decay, mask, gate, toward, eta,
+                                  corrected_mask)),
+        *(("inside", tx) for tx in entry.inside_transforms(full_options)),
+        ("learning_rate", scale_by_learning_rate(learning_rate)),
+        ("independent", _decay_slot("independent", decay, weight_decay, mask, gate, toward,
+                                    eta, corrected_mask)),
+        *(("tail", tx) for tx in entry.tail_transforms(full_options)),
     ]
-    first = len(parts)
-    parts += preconditioner
-    decoupled_at = len(parts)
-    parts += [decoupled_tx, *entry.inside(options), scale_by_learning_rate(learning_rate)]
-    independent_at = len(parts)
-    parts += [independent_tx, *entry.tail(options)]
-    tx = _recipe.chain(*parts)
-    if toward is None and decay != "stable":
+    second_moment = entry.second_moment if decay == "stable" else None
+    tx = _named_chain(slots, second_moment, full_options)
+    if entry.wrap is None:
         return tx
-    second_moment = entry.second_moment
-    decay_slots = (first - 1, decoupled_at, independent_at)
-    moments = range(first, decoupled_at)
-    updates = [optax.with_extra_args_support(part).update for part in parts]
+    wrapped = entry.wrap(tx, full_options, learning_rate)
+    if _recipe.recipe(wrapped) is None:
+        _recipe.label(wrapped, *(_recipe.recipe(tx) or ()))
+    return wrapped
+
+
+_DECAY_SLOTS = ("l2", "decoupled", "independent")
+
+
+def _named_chain(slots: list[tuple[str, optax.GradientTransformation]],
+                 second_moment: Any, options: dict[str, Any]) -> optax.GradientTransformation:
+    """``chain`` of the slots, whose ``update`` hands θ* (from the ``target`` slot) to
+    the decay slots and 1/√v̄_t (from the preconditioner slots' new states) to the
+    decoupled one; the state is ``chain``'s, a tuple with one entry per slot."""
+    names = [name for name, _ in slots]
+    tx = _recipe.chain(*(part for _, part in slots))
+    if "target" not in names and second_moment is None:
+        return tx
+    updates = [optax.with_extra_args_support(part).update for _, part in slots]
 
     def update_fn(grads: Any, state: tuple, params: Any = None, **extra: Any):
-        target = state[0].target if toward is not None else None
+        target = state[0].target if names[0] == "target" else None
         new_state: list[Any] = []
-        for i, (update, inner) in enumerate(zip(updates, state)):
+        for name, update, inner in zip(names, updates, state):
             kwargs = dict(extra)
-            if i in decay_slots and toward is not None:
+            if name in _DECAY_SLOTS and target is not None:
                 kwargs["decay_target"] = target
-            if i == decoupled_at and second_moment is not None and decay == "stable":
-                v = second_moment(tuple(new_state[j] for j in moments), options)
-                kwargs["decay_multiplier"] = jax.lax.rsqrt(_decay_axes.mean_second_moment(v))
+            if name == "decoupled" and second_moment is not None:
+                moments = tuple(s for n, s in zip(names, new_state) if n == "preconditioner")
+                v = second_moment(moments, options)
+                kwargs["decay_multiplier"] = jax.lax.rsqrt(_decay.mean_second_moment(v))
             grads, inner = update(grads, inner, params, **kwargs)
             new_state.append(inner)
         return grads, tuple(new_state)

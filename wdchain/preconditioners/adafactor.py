@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import optax
 
 from wdchain import _recipe, _tree, _validate
+from wdchain.registry import register_preconditioner
+from wdchain.types import Options
 
 
 class ScaleByAdafactorState(NamedTuple):
@@ -66,9 +68,8 @@ def scale_by_adafactor(
     """
     where = "scale_by_adafactor"
     _validate.check_schedule_or_number(where, "lr", lr)
-    _validate.check_range(where, "beta2_decay", beta2_decay, low=-float("inf"), high=0.0)
-    eps1, eps2 = _check_eps(where, eps)
-    _validate.check_range(where, "d", d, low=1.0)
+    check_options(where, {"beta2_decay": beta2_decay, "eps": eps, "d": d})
+    eps1, eps2 = eps
 
     def init_fn(params: Any) -> ScaleByAdafactorState:
         _tree.require_real(where, params)
@@ -134,6 +135,15 @@ def scale_by_adafactor(
     return _recipe.label(tx, _recipe.Step("adafactor", _recipe.PRECONDITIONER, hyperparams))
 
 
+def check_options(where: str, options: Options) -> None:
+    """Adafactor's options: ``beta2_decay`` ≤ 0, ``eps`` a pair (ε₁ None or ≥ 0, ε₂ ≥ 0),
+    ``d`` ≥ 1."""
+    _validate.check_range(where, "beta2_decay", options["beta2_decay"], low=-float("inf"),
+                          high=0.0)
+    _check_eps(where, options["eps"])
+    _validate.check_range(where, "d", options["d"], low=1.0)
+
+
 def _check_eps(where: str, eps: Any) -> tuple[Any, Any]:
     try:
         eps1, eps2 = eps
@@ -146,3 +156,19 @@ def _check_eps(where: str, eps: Any) -> tuple[Any, Any]:
         _validate.check_range(where, "eps[0]", eps1)
     _validate.check_range(where, "eps[1]", eps2)
     return eps1, eps2
+
+
+def _slot(
+    beta2_decay: Any = -0.8, eps: tuple[Any, Any] = (None, 1e-3), d: Any = 1.0, *,
+    learning_rate: Any,
+) -> optax.GradientTransformation:
+    """The relative step min(lr_t, 1/√t) needs build's learning rate."""
+    return scale_by_adafactor(learning_rate, beta2_decay, eps, d)
+
+
+register_preconditioner(
+    "adafactor", _slot, check=check_options, adaptive=True, lr_span=(-3.0, -0.5),
+    summary="Adafactor (Shazeer & Stern 2018) as torch: factored second moment, "
+            "relative step min(lr_t, 1/√t), update clipping d",
+    torch="Adafactor", alias="adafactor",
+)

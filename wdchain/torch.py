@@ -2,7 +2,9 @@
 
 Each alias is one ``chain``; what differs between Adam and AdamW is *where the decay
 transform sits*: before ``scale_by_adam`` (L2, the decay enters the moments) or after
-it (decoupled).
+it (decoupled). The options are checked by the preconditioner's own ``check_options``
+(the one its registry entry uses), and torch's class names come from the entries; a
+test holds every alias's defaults to its entry's.
 """
 
 from __future__ import annotations
@@ -12,16 +14,34 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar, cast
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
-from wdchain import _decay, _recipe, _tree, _validate
-from wdchain._adam_variants import scale_by_adamax, scale_by_nadam, scale_by_radam
-from wdchain._adaptive import scale_by_adagrad, scale_by_adam, scale_by_rms
+from wdchain import _recipe, _validate, registry
+from wdchain import decay as _decay
 from wdchain._learning_rate import maximize as _maximize
 from wdchain._learning_rate import scale_by_learning_rate
-from wdchain._momentum import check_nesterov, momentum_slot
+from wdchain.preconditioners import adadelta as _adadelta
+from wdchain.preconditioners import adafactor as _adafactor
+from wdchain.preconditioners import adagrad as _adagrad
+from wdchain.preconditioners import adam as _adam
+from wdchain.preconditioners import asgd as _asgd
+from wdchain.preconditioners import momentum as _momentum
+from wdchain.preconditioners import muon as _muon
+from wdchain.preconditioners import nadam as _nadam
+from wdchain.preconditioners import rmsprop as _rmsprop
+from wdchain.preconditioners.adadelta import scale_by_adadelta
+from wdchain.preconditioners.adafactor import scale_by_adafactor
+from wdchain.preconditioners.adagrad import scale_by_adagrad
+from wdchain.preconditioners.adam import scale_by_adam
+from wdchain.preconditioners.adamax import scale_by_adamax
+from wdchain.preconditioners.asgd import asgd_learning_rate, average_iterates, scale_by_asgd
+from wdchain.preconditioners.momentum import momentum_slot
+from wdchain.preconditioners.nadam import scale_by_nadam
+from wdchain.preconditioners.radam import scale_by_radam
+from wdchain.preconditioners.rmsprop import scale_by_rms
 
 chain = _recipe.chain
 
@@ -63,7 +83,7 @@ def torch_style(factory: _Factory) -> _Factory:
             raise ValueError(
                 f"{name}: lr (the first argument) got {_summary(given)}: the "
                 "parameters are not an argument of a wdchain optimizer, as in optax "
-                f"(torch's optim.{_TORCH.get(name, name)}(params, lr=...)). Make the optimizer, "
+                f"(torch's optim.{_torch_name(name)}(params, lr=...)). Make the optimizer, "
                 f"then give it the parameters: tx = wdchain.{name}(lr=1e-3); "
                 "state = tx.init(params) (or nnx.Optimizer(model, tx, wrt=nnx.Param))."
             )
@@ -72,9 +92,12 @@ def torch_style(factory: _Factory) -> _Factory:
     return cast(_Factory, checked)
 
 
-_TORCH = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam",
-          "adamw": "AdamW", "nadam": "NAdam", "radam": "RAdam", "adamax": "Adamax",
-          "adadelta": "Adadelta", "asgd": "ASGD", "adafactor": "Adafactor", "muon": "Muon"}
+def _torch_name(alias: str) -> str:
+    """torch's class for an alias, from the registry (AdamW is Adam's decoupled alias)."""
+    if alias == "adamw":
+        return "AdamW"
+    torch = [e.torch for e in registry.REGISTRY.values() if e.alias == alias and e.torch]
+    return torch[0] if torch else alias
 
 
 def _check(where: str, lr: Any, weight_decay: Any, maximize: bool, mask: Any) -> None:
@@ -132,28 +155,14 @@ def sgd(
       Array([-0.2], dtype=float32)
     """
     _check("sgd", lr, weight_decay, maximize, mask)
-    _validate.check_range("sgd", "momentum", momentum)
-    _validate.check_range("sgd", "dampening", dampening, low=-float("inf"))
-    _validate.check_flag("sgd", "nesterov", nesterov)
-    check_nesterov("sgd", momentum, dampening, nesterov)
+    _momentum.check_options(
+        "sgd", {"momentum": momentum, "dampening": dampening, "nesterov": nesterov})
     return chain(
         _sign(maximize),
         _decay.add_l2_to_grad(weight_decay, mask),
         momentum_slot("sgd", momentum, dampening, nesterov),
         scale_by_learning_rate(lr),
     )
-
-
-def _adagrad_learning_rate(lr: Any, lr_decay: Any) -> Any:
-    """torch's ``lr / (1 + (t − 1)·lr_decay)``, composed with any lr schedule."""
-    if _validate.is_static_zero(lr_decay):
-        return lr
-
-    def schedule(count: Any) -> Any:
-        return _tree.value_at(lr, count) / (1 + count * lr_decay)
-
-    schedule.wdchain_name = "lr/(1 + t·lr_decay)"  # type: ignore[attr-defined]
-    return schedule
 
 
 @torch_style
@@ -184,14 +193,13 @@ def adagrad(
     """
     where = "adagrad"
     _check(where, lr, weight_decay, maximize, mask)
-    _validate.check_range(where, "lr_decay", lr_decay)
-    _validate.check_range(where, "initial_accumulator_value", initial_accumulator_value)
-    _validate.check_range(where, "eps", eps)
+    _adagrad.check_options(where, {"lr_decay": lr_decay, "eps": eps,
+                                   "initial_accumulator_value": initial_accumulator_value})
     return chain(
         _sign(maximize),
         _decay.add_l2_to_grad(weight_decay, mask),
         scale_by_adagrad(eps, initial_accumulator_value),
-        scale_by_learning_rate(_adagrad_learning_rate(lr, lr_decay)),
+        scale_by_learning_rate(_adagrad.adagrad_learning_rate(lr, lr_decay)),
     )
 
 
@@ -227,10 +235,8 @@ def rmsprop(
     """
     where = "rmsprop"
     _check(where, lr, weight_decay, maximize, mask)
-    _validate.check_flag(where, "centered", centered)
-    _validate.check_range(where, "eps", eps)
-    _validate.check_range(where, "momentum", momentum)
-    _validate.check_range(where, "alpha", alpha, high=1.0)
+    _rmsprop.check_options(
+        where, {"alpha": alpha, "eps": eps, "momentum": momentum, "centered": centered})
     return chain(
         _sign(maximize),
         _decay.add_l2_to_grad(weight_decay, mask),
@@ -240,14 +246,10 @@ def rmsprop(
     )
 
 
-def _check_adam_family(where: str, lr: Any, betas: Any, eps: Any, weight_decay: Any,
-                       maximize: bool, mask: Any, mu_dtype: Any = None,
-                       nu_dtype: Any = None) -> None:
+def _check_adam_family(where: str, lr: Any, weight_decay: Any, maximize: bool, mask: Any,
+                       **options: Any) -> None:
     _check(where, lr, weight_decay, maximize, mask)
-    _validate.check_range(where, "eps", eps)
-    _validate.check_betas(where, betas)
-    _validate.check_float_dtype(where, "mu_dtype", mu_dtype)
-    _validate.check_float_dtype(where, "nu_dtype", nu_dtype)
+    _adam.check_options(where, options)
 
 
 @torch_style
@@ -294,8 +296,8 @@ def adam(
       False
     """
     where = "adam"
-    _check_adam_family(where, lr, betas, eps, weight_decay, maximize, mask, mu_dtype, nu_dtype)
-    _validate.check_flag(where, "amsgrad", amsgrad)
+    _check_adam_family(where, lr, weight_decay, maximize, mask, betas=betas, eps=eps,
+                       amsgrad=amsgrad, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     _validate.check_flag(where, "decoupled_weight_decay", decoupled_weight_decay)
     if decoupled_weight_decay:
         return adamw(lr, betas, eps, weight_decay, amsgrad, maximize=maximize, mask=mask,
@@ -338,8 +340,8 @@ def adamw(
       maximize, mask: as in :func:`sgd` (keyword only).
       mu_dtype, nu_dtype: as in :func:`adam` (keyword only).
     """
-    _check_adam_family("adamw", lr, betas, eps, weight_decay, maximize, mask, mu_dtype, nu_dtype)
-    _validate.check_flag("adamw", "amsgrad", amsgrad)
+    _check_adam_family("adamw", lr, weight_decay, maximize, mask, betas=betas, eps=eps,
+                       amsgrad=amsgrad, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     return chain(
         _sign(maximize),
         scale_by_adam(betas, eps, amsgrad, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
@@ -383,8 +385,8 @@ def nadam(
       maximize, mask: as in :func:`sgd` (keyword only).
     """
     where = "nadam"
-    _check_adam_family(where, lr, betas, eps, weight_decay, maximize, mask)
-    _validate.check_range(where, "momentum_decay", momentum_decay)
+    _check(where, lr, weight_decay, maximize, mask)
+    _nadam.check_options(where, {"betas": betas, "eps": eps, "momentum_decay": momentum_decay})
     _validate.check_flag(where, "decoupled_weight_decay", decoupled_weight_decay)
     return chain(
         _sign(maximize),
@@ -414,7 +416,7 @@ def radam(
       maximize, mask: as in :func:`sgd` (keyword only).
     """
     where = "radam"
-    _check_adam_family(where, lr, betas, eps, weight_decay, maximize, mask)
+    _check_adam_family(where, lr, weight_decay, maximize, mask, betas=betas, eps=eps)
     _validate.check_flag(where, "decoupled_weight_decay", decoupled_weight_decay)
     return chain(
         _sign(maximize),
@@ -442,10 +444,179 @@ def adamax(
       lr: α ≥ 0 (torch default 2e-3). betas, eps, weight_decay: as in :func:`adam`.
       maximize, mask: as in :func:`sgd` (keyword only).
     """
-    _check_adam_family("adamax", lr, betas, eps, weight_decay, maximize, mask)
+    _check_adam_family("adamax", lr, weight_decay, maximize, mask, betas=betas, eps=eps)
     return chain(
         _sign(maximize),
         _decay.add_l2_to_grad(weight_decay, mask),
         scale_by_adamax(betas, eps),
+        scale_by_learning_rate(lr),
+    )
+
+
+@torch_style
+def adadelta(
+    lr: Any = 1.0,
+    rho: Any = 0.9,
+    eps: Any = 1e-6,
+    weight_decay: Any = 0.0,
+    *,
+    maximize: bool = False,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+    r"""``torch.optim.Adadelta``: ``chain(add_l2_to_grad, scale_by_adadelta, lr)``.
+
+    .. math::
+
+        g \leftarrow g + \lambda\theta, \quad
+        \theta \leftarrow \theta - \alpha_t
+        \frac{\sqrt{\Delta_{t-1} + \epsilon}}{\sqrt{v_t + \epsilon}}\, g
+
+    Args:
+      lr: α ≥ 0, a number, JAX scalar or schedule (torch default 1.0).
+      rho: ρ in [0, 1] (torch default 0.9). eps, weight_decay: ≥ 0 (L2).
+      maximize, mask: as in :func:`wdchain.sgd` (keyword only).
+    """
+    where = "adadelta"
+    _check(where, lr, weight_decay, maximize, mask)
+    _adadelta.check_options(where, {"rho": rho, "eps": eps})
+    return chain(
+        _sign(maximize),
+        _decay.add_l2_to_grad(weight_decay, mask),
+        scale_by_adadelta(rho, eps),
+        scale_by_learning_rate(lr),
+    )
+
+
+@torch_style
+def asgd(
+    lr: Any = 1e-2,
+    lambd: Any = 1e-4,
+    alpha: Any = 0.75,
+    t0: Any = 1e6,
+    weight_decay: Any = 0.0,
+    *,
+    maximize: bool = False,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+    r"""``torch.optim.ASGD``: ``chain(add_l2_to_grad, scale_by_asgd, lr=η_t, average_iterates)``.
+
+    .. math::
+
+        g \leftarrow g + \lambda\theta, \quad
+        \theta \leftarrow \theta(1 - \lambda_d\eta_t) - \eta_t g, \quad
+        \eta_t = \frac{\ell}{(1 + \lambda_d \ell (t-1))^{\alpha}}, \quad
+        \bar\theta_t = \bar\theta_{t-1} + \mu_t(\theta_t - \bar\theta_{t-1})
+
+    with μ_t = 1/max(1, t − 1 − t₀) (μ₁ = 1). The average θ̄ (torch's ``ax``) is
+    read from the state with :func:`wdchain.averaged_params`.
+
+    Args:
+      lr: ℓ ≥ 0, a number, JAX scalar or schedule (torch default 1e-2; under a
+        schedule η_t uses the previous step's lr, as torch does).
+      lambd: λ_d ≥ 0 (torch default 1e-4; torch does not check it).
+      alpha: α, a finite number (torch default 0.75; unchecked in torch).
+      t0: t₀, a finite number (torch default 1e6; unchecked in torch).
+      weight_decay: λ ≥ 0 (L2; the mask applies to it, not to λ_d).
+      maximize, mask: as in :func:`wdchain.sgd` (keyword only).
+    """
+    where = "asgd"
+    _check(where, lr, weight_decay, maximize, mask)
+    _asgd.check_options(where, {"lambd": lambd, "alpha": alpha, "t0": t0})
+    return chain(
+        _sign(maximize),
+        _decay.add_l2_to_grad(weight_decay, mask),
+        scale_by_asgd(lambd),
+        scale_by_learning_rate(asgd_learning_rate(lr, lambd, alpha)),
+        average_iterates(t0),
+    )
+
+
+@torch_style
+def adafactor(
+    lr: Any = 1e-2,
+    beta2_decay: Any = -0.8,
+    eps: tuple[Any, Any] = (None, 1e-3),
+    d: Any = 1.0,
+    weight_decay: Any = 0.0,
+    *,
+    maximize: bool = False,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+    r"""``torch.optim.Adafactor``: ``chain(scale_by_adafactor, decoupled_weight_decay, lr)``.
+
+    .. math::
+
+        \theta \leftarrow \theta(1 - \ell_t\lambda) - \min(\ell_t, 1/\sqrt t)\,
+        \frac{\max(\epsilon_2, \operatorname{RMS}(\theta))}{\max(1, \operatorname{RMS}(x)/d)}\,x,
+        \qquad x = g / \sqrt{\max(\hat V_t, \epsilon_1^2)}
+
+    with V̂_t factored over the last two dimensions of leaves with two or more (see
+    :func:`wdchain.scale_by_adafactor`). The decay is decoupled and uses ℓ_t, not the
+    relative step, as torch.
+
+    Args:
+      lr: ℓ ≥ 0, a number, JAX scalar or schedule (torch default 1e-2).
+      beta2_decay: ≤ 0 (torch default −0.8).
+      eps: (ε₁, ε₂), ε₁ None (the dtype's machine epsilon) or ≥ 0, ε₂ ≥ 0.
+      d: clipping threshold ≥ 1. weight_decay: λ ≥ 0 (decoupled, × ℓ_t).
+      maximize, mask: as in :func:`wdchain.sgd` (keyword only).
+    """
+    where = "adafactor"
+    _check(where, lr, weight_decay, maximize, mask)
+    _adafactor.check_options(where, {"beta2_decay": beta2_decay, "eps": eps, "d": d})
+    return chain(
+        _sign(maximize),
+        scale_by_adafactor(lr, beta2_decay, eps, d),
+        _decay.decoupled_weight_decay(weight_decay, mask),
+        scale_by_learning_rate(lr),
+    )
+
+
+@torch_style
+def muon(
+    lr: Any = 1e-3,
+    weight_decay: Any = 0.1,
+    momentum: Any = 0.95,
+    nesterov: bool = True,
+    ns_coefficients: tuple[Any, Any, Any] = (3.4445, -4.775, 2.0315),
+    eps: Any = 1e-7,
+    ns_steps: int = 5,
+    adjust_lr_fn: str | None = None,
+    *,
+    mask: Any = None,
+    ns_dtype: Any = jnp.bfloat16,
+) -> optax.GradientTransformation:
+    r"""``torch.optim.Muon``: ``chain(scale_by_muon_momentum, orthogonalize_newton_schulz,
+    scale_by_shape, decoupled_weight_decay, lr)``.
+
+    .. math::
+
+        \theta \leftarrow \theta(1 - \alpha_t\lambda) - \alpha_t\, s(A, B)\,
+        \mathrm{NS}_K(\tilde B_t)
+
+    The decay uses the unadjusted lr α_t while the step uses α_t·s(A, B), as torch.
+    2-D leaves only: others are refused at ``init``; give them to AdamW with
+    ``optax.partition({"muon": muon(...), "adamw": adamw(...)}, wdchain.muon_labels)``.
+    torch's Muon has no ``maximize``.
+
+    Args:
+      lr: α ≥ 0, a number, JAX scalar or schedule (torch default 1e-3).
+      weight_decay: λ ≥ 0 (decoupled; torch default 0.1). momentum: μ ≥ 0 (0.95).
+      nesterov: Nesterov momentum (True). ns_coefficients: (a, b, c).
+      eps: ε ≥ 0 (1e-7). ns_steps: an int in [0, 100) (5).
+      adjust_lr_fn: None/"original" (√max(1, A/B)) or "match_rms_adamw" (0.2√max(A, B)).
+      mask: which leaves to decay (keyword only).
+      ns_dtype: the Newton–Schulz iteration's dtype (keyword only; bfloat16 as torch).
+    """
+    where = "muon"
+    _check(where, lr, weight_decay, False, mask)
+    _muon.check_options(where, {"momentum": momentum, "nesterov": nesterov,
+                                "ns_coefficients": ns_coefficients, "eps": eps,
+                                "ns_steps": ns_steps, "adjust_lr_fn": adjust_lr_fn,
+                                "ns_dtype": ns_dtype})
+    return chain(
+        *_muon.muon_transforms(momentum, nesterov, ns_coefficients, eps, ns_steps,
+                               adjust_lr_fn, ns_dtype),
+        _decay.decoupled_weight_decay(weight_decay, mask),
         scale_by_learning_rate(lr),
     )

@@ -9,6 +9,14 @@ import jax.numpy as jnp
 import optax
 
 from wdchain import _recipe, _tree, _validate
+from wdchain.registry import register_preconditioner
+from wdchain.types import Options
+
+
+def check_options(where: str, options: Options) -> None:
+    """Lion's options: ``betas`` in [0, 1), ``mu_dtype`` a float dtype or None."""
+    _validate.check_betas(where, options["betas"])
+    _validate.check_float_dtype(where, "mu_dtype", options["mu_dtype"])
 
 
 class ScaleByLionState(NamedTuple):
@@ -43,8 +51,8 @@ def scale_by_lion(
       Array([ 1., -1.,  0.], dtype=float32)
     """
     where = "scale_by_lion"
-    beta1, beta2 = _validate.check_betas(where, betas)
-    _validate.check_float_dtype(where, "mu_dtype", mu_dtype)
+    check_options(where, {"betas": betas, "mu_dtype": mu_dtype})
+    beta1, beta2 = betas
 
     def init_fn(params: Any) -> ScaleByLionState:
         _tree.require_real(where, params)
@@ -68,3 +76,9 @@ def scale_by_lion(
     return _recipe.label(
         tx, _recipe.Step("lion", _recipe.PRECONDITIONER, (("β", (beta1, beta2)),))
     )
+
+
+register_preconditioner(
+    "lion", scale_by_lion, check=check_options, lr_span=(-4.5, -2.0),
+    summary="Lion (Chen et al. 2023): the sign of an interpolated momentum",
+)

@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import optax
 
 from wdchain import _recipe, _tree, _validate
+from wdchain.preconditioners import adam
+from wdchain.registry import register_preconditioner
 
 
 def scale_by_trust_ratio(trust_coefficient: Any = 1.0) -> optax.GradientTransformation:
@@ -66,3 +68,17 @@ def scale_by_trust_ratio(trust_coefficient: Any = 1.0) -> optax.GradientTransfor
     hyperparams = () if _validate.is_static_zero(trust_coefficient - 1) else (
         ("c", trust_coefficient),)
     return _recipe.label(tx, _recipe.Step("trust_ratio", _recipe.PRECONDITIONER, hyperparams))
+
+
+def _slot(betas: tuple[Any, Any] = (0.9, 0.999), eps: Any = 1e-6) -> optax.GradientTransformation:
+    """LAMB's direction is Adam's (ε = 1e-6 as the paper); the ratio sits ``inside``."""
+    return adam.scale_by_adam(betas, eps)
+
+
+register_preconditioner(
+    "lamb", _slot, check=adam.check_options, adaptive=True,
+    second_moment=adam.second_moment, inside=lambda o: scale_by_trust_ratio(),
+    lr_span=(-3.5, -0.5),
+    summary="LAMB (You et al. 2020): Adam's step scaled per leaf by ‖θ‖/‖r + λθ‖; "
+            "decoupled decay inside the ratio",
+)

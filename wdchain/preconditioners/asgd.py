@@ -8,13 +8,23 @@ iterates (:func:`average_iterates`), read back with :func:`averaged_params`.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from wdchain import _recipe, _tree, _validate
+from wdchain import _recipe, _tree, _validate, decay
+from wdchain.registry import register_preconditioner
+from wdchain.types import Options
+
+
+def check_options(where: str, options: Options) -> None:
+    """ASGD's options: λ_d ≥ 0, α and t₀ finite numbers."""
+    _validate.check_range(where, "lambd", options["lambd"])
+    _validate.check_range(where, "alpha", options["alpha"], low=-float("inf"))
+    _validate.check_range(where, "t0", options["t0"], low=-float("inf"))
 
 
 def scale_by_asgd(lambd: Any = 1e-4) -> optax.GradientTransformation:
@@ -34,6 +44,7 @@ def scale_by_asgd(lambd: Any = 1e-4) -> optax.GradientTransformation:
     """
     where = "scale_by_asgd"
     _validate.check_range(where, "lambd", lambd)
+    shrink = functools.partial(decay.add_decay_term, coefficient=lambd)
 
     def init_fn(params: Any) -> optax.EmptyState:
         _tree.require_real(where, params)
@@ -42,12 +53,6 @@ def scale_by_asgd(lambd: Any = 1e-4) -> optax.GradientTransformation:
     def update_fn(updates: Any, state: optax.EmptyState, params: Any = None):
         _tree.require_params(where, params)
         _tree.check_same_shapes(where, "params", params, "updates", updates)
-
-        def shrink(g: jax.Array, p: jax.Array) -> jax.Array:
-            if not _tree.is_float(g):
-                return g
-            dtype = _tree.compute_dtype(g.dtype)
-            return _tree.cast(_tree.cast(g, dtype) + lambd * _tree.cast(p, dtype), g.dtype)
 
         return jax.tree.map(shrink, updates, params), state
 
@@ -111,7 +116,7 @@ def average_iterates(t0: Any = 1e6) -> optax.GradientTransformation:
       An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
     """
     where = "average_iterates"
-    _validate.check_range(where, "t0", t0, low=-float("inf"))
+    _validate.check_range(where, "t0", t0, low=-float("inf"))  # the one check of t₀
 
     def init_fn(params: Any) -> AverageIteratesState:
         _tree.require_real(where, params)
@@ -171,3 +176,18 @@ def averaged_params(state: Any) -> Any:
             "(AverageIteratesState); give the state of wdchain.asgd or build('asgd', ...)"
         )
     return found[0]
+
+
+def _slot(lambd: Any = 1e-4, alpha: Any = 0.75, t0: Any = 1e6) -> optax.GradientTransformation:
+    del alpha, t0  # η_t's exponent (the learning rate) and the average's start (the tail)
+    return scale_by_asgd(lambd)
+
+
+register_preconditioner(
+    "asgd", _slot, check=check_options, lr_span=(-2.5, 0.0),
+    learning_rate=lambda lr, o: asgd_learning_rate(lr, o["lambd"], o["alpha"]),
+    tail=lambda o: average_iterates(o["t0"]),
+    summary="averaged SGD (Polyak & Juditsky 1992) with torch's η_t; "
+            "wdchain.averaged_params(state) reads the average",
+    torch="ASGD", alias="asgd",
+)

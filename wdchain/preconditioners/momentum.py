@@ -9,6 +9,17 @@ import jax.numpy as jnp
 import optax
 
 from wdchain import _recipe, _tree, _validate
+from wdchain.registry import register_preconditioner
+from wdchain.types import Options
+
+
+def check_options(where: str, options: Options) -> None:
+    """Momentum's options: μ ≥ 0, τ finite, ``nesterov`` (which needs μ > 0, τ = 0)."""
+    momentum, dampening, nesterov = (options[k] for k in ("momentum", "dampening", "nesterov"))
+    _validate.check_range(where, "momentum", momentum)
+    _validate.check_range(where, "dampening", dampening, low=-float("inf"))
+    _validate.check_flag(where, "nesterov", nesterov)
+    check_nesterov(where, momentum, dampening, nesterov)
 
 
 class ScaleByMomentumState(NamedTuple):
@@ -54,10 +65,7 @@ def scale_by_momentum(
       (Array([1.], dtype=float32), Array([1.4], dtype=float32))
     """
     where = "scale_by_momentum"
-    _validate.check_range(where, "momentum", momentum)
-    _validate.check_range(where, "dampening", dampening, low=-float("inf"))
-    _validate.check_flag(where, "nesterov", nesterov)
-    check_nesterov(where, momentum, dampening, nesterov)
+    check_options(where, {"momentum": momentum, "dampening": dampening, "nesterov": nesterov})
     undamped = _validate.is_static_zero(dampening)  # then (1 − τ) = 1 on every step
 
     def init_fn(params: Any) -> ScaleByMomentumState:
@@ -158,3 +166,11 @@ def check_nesterov(where: str, momentum: Any, dampening: Any, nesterov: bool) ->
             f"{where}: nesterov=True needs momentum > 0 and dampening = 0, got "
             f"momentum={momentum!r}, dampening={dampening!r}"
         )
+
+
+register_preconditioner(
+    "momentum", scale_by_momentum, options={"momentum": 0.9, "dampening": 0.0, "nesterov": False},
+    check=check_options, lr_span=(-2.5, 0.0),
+    summary="torch's SGD momentum buffer (μ = 0.9 by default: μ = 0 is \"sgd\")",
+    torch="SGD", alias="sgd",
+)

@@ -22,6 +22,8 @@ import numpy as np
 import optax
 
 from wdchain import _recipe, _tree, _validate
+from wdchain.registry import register_preconditioner
+from wdchain.types import Options
 
 ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
 
@@ -87,7 +89,7 @@ def scale_by_muon_momentum(
     """
     where = "scale_by_muon_momentum"
     _validate.check_range(where, "momentum", momentum)
-    _validate.check_flag(where, "nesterov", nesterov)
+    _validate.check_flag(where, "nesterov", nesterov)  # (check_options checks them so too)
 
     def init_fn(params: Any) -> ScaleByMuonMomentumState:
         _tree.require_real(where, params)
@@ -287,3 +289,37 @@ def scale_by_shape(adjust_lr_fn: str | None = None) -> optax.GradientTransformat
     tx = optax.GradientTransformation(init_fn, update_fn)
     name = adjust_lr_fn or "original"
     return _recipe.label(tx, _recipe.Step("shape", _recipe.PRECONDITIONER, (("fn", name),)))
+
+
+def check_options(where: str, options: Options) -> None:
+    """Muon's options: μ ≥ 0, ``nesterov``, the Newton–Schulz ones, ``adjust_lr_fn``."""
+    o = options
+    _validate.check_range(where, "momentum", o["momentum"])
+    _validate.check_flag(where, "nesterov", o["nesterov"])
+    check_newton_schulz(where, o["ns_coefficients"], o["eps"], o["ns_steps"], o["ns_dtype"])
+    check_adjust_lr_fn(where, o["adjust_lr_fn"])
+
+
+def muon_transforms(
+    momentum: Any = 0.95,
+    nesterov: bool = True,
+    ns_coefficients: tuple[Any, Any, Any] = (3.4445, -4.775, 2.0315),
+    eps: Any = 1e-7,
+    ns_steps: int = 5,
+    adjust_lr_fn: str | None = None,
+    ns_dtype: Any = jnp.bfloat16,
+) -> tuple[optax.GradientTransformation, ...]:
+    """Muon's slot: momentum, Newton–Schulz orthogonalisation, the shape factor."""
+    return (
+        scale_by_muon_momentum(momentum, nesterov),
+        orthogonalize_newton_schulz(ns_coefficients, eps, ns_steps, ns_dtype=ns_dtype),
+        scale_by_shape(adjust_lr_fn),
+    )
+
+
+register_preconditioner(
+    "muon", muon_transforms, check=check_options, lr_span=(-3.5, -1.0), matrices_only=True,
+    summary="Muon (Jordan et al. 2024) as torch: Newton–Schulz orthogonalised momentum "
+            "× a shape factor; 2-D leaves only",
+    torch="Muon", alias="muon",
+)
