@@ -18,14 +18,25 @@ medians of their paired ratios are reported (``per_cell_over_shared``,
 ``--preset NAME`` also runs that preset end to end (``sweep``) and reports its wall
 time, compile included.
 
+``--layouts`` instead times each layout of a grid (``vmap``: all cells in one program,
+``groups``, ``loop``: one cell per device at a time; :mod:`wdchain.ablate._layout`) on
+three models: the runner's LayerNorm MLP on MNIST-1D, Flax's MNIST CNN (google/flax
+``examples/mnist``, the NNX version: conv 32 and 64 with BatchNorm, Dropout, average
+pooling, dense 256) on scikit-learn's digits upsampled to 28×28, and a small
+transformer on MNIST-1D. Each layout trains ``--steps`` steps of every cell per round;
+rounds alternate the layouts and medians are reported, with the layout the runner's
+probe chooses (for a run of ``--run-epochs`` epochs) and its time over the fastest's.
+
 Run: ``python benchmarks/sweep.py [--arm adamw-independent] [--cells 64] [--epochs 2]
-[--rounds 5] [--preset paper]``
+[--rounds 5] [--preset paper]`` or ``python benchmarks/sweep.py --layouts
+[--models mlp,cnn,transformer] [--cells 9] [--steps 3] [--rounds 3]``
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -36,11 +47,155 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-from wdchain.ablate import PRESETS, sweep
+from wdchain.ablate import PRESETS, Task, _layout, sweep
 from wdchain.ablate._arms import parse_arm
-from wdchain.ablate._builtin import TASKS
+from wdchain.ablate._builtin import TASKS, digits_splits, mnist1d
 from wdchain.ablate._engine import GridProgram, batch_per_cell, local_mesh
+
+
+class MnistCNN(nnx.Module):
+    """Flax's MNIST CNN (examples/mnist, NNX): conv 32 → BN → Dropout → ReLU → pool, conv 64
+    → BN → ReLU → pool, dense 256 → Dropout → ReLU → 10; ``width`` divides the channels."""
+
+    def __init__(self, rngs: nnx.Rngs, width: int = 1):
+        c1, c2, dense = 32 // width, 64 // width, 256 // width
+        self.conv1 = nnx.Conv(1, c1, kernel_size=(3, 3), rngs=rngs)
+        self.batch_norm1 = nnx.BatchNorm(c1, rngs=rngs)
+        self.dropout1 = nnx.Dropout(rate=0.025, rngs=rngs)
+        self.conv2 = nnx.Conv(c1, c2, kernel_size=(3, 3), rngs=rngs)
+        self.batch_norm2 = nnx.BatchNorm(c2, rngs=rngs)
+        self.avg_pool = functools.partial(nnx.avg_pool, window_shape=(2, 2), strides=(2, 2))
+        self.linear1 = nnx.Linear(7 * 7 * c2, dense, rngs=rngs)
+        self.dropout2 = nnx.Dropout(rate=0.025, rngs=rngs)
+        self.linear2 = nnx.Linear(dense, 10, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.avg_pool(nnx.relu(self.batch_norm1(self.dropout1(self.conv1(x)))))
+        x = self.avg_pool(nnx.relu(self.batch_norm2(self.conv2(x))))
+        x = x.reshape(x.shape[0], -1)
+        x = nnx.relu(self.dropout2(self.linear1(x)))
+        return self.linear2(x)
+
+
+class SmallTransformer(nnx.Module):
+    """MNIST-1D's 40 values as 10 tokens of 4: embed 32, one pre-LN block (2 heads, MLP
+    64), mean-pooled, → 10."""
+
+    def __init__(self, rngs: nnx.Rngs, dim: int = 32):
+        self.embed = nnx.Linear(4, dim, rngs=rngs)
+        self.position = nnx.Param(0.02 * jax.random.normal(rngs.params(), (10, dim)))
+        self.norm1 = nnx.LayerNorm(dim, rngs=rngs)
+        self.attention = nnx.MultiHeadAttention(2, dim, decode=False, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(dim, rngs=rngs)
+        self.up = nnx.Linear(dim, 2 * dim, rngs=rngs)
+        self.down = nnx.Linear(2 * dim, dim, rngs=rngs)
+        self.out = nnx.Linear(dim, 10, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = self.embed(x.reshape(x.shape[0], 10, 4)) + self.position[...]
+        h = h + self.attention(self.norm1(h))
+        h = h + self.down(nnx.gelu(self.up(self.norm2(h))))
+        return self.out(h.mean(axis=1))
+
+
+def digits_28(batch_size: int = 100, width: int = 1) -> Task:
+    """scikit-learn's digits, upsampled to 28×28 (bilinear), with the MNIST CNN."""
+    def upsample(split):
+        x, y = split
+        x = np.asarray(jax.image.resize(x.reshape(-1, 8, 8, 1), (len(x), 28, 28, 1), "linear"))
+        return x.astype(np.float32), y
+
+    train, validation, test = (upsample(s) for s in digits_splits(0))
+    return Task(functools.partial(MnistCNN, width=width), train, test, validation=validation,
+                batch_size=batch_size, epochs=1, name="digits 28×28",
+                model_name=f"MNIST CNN (width /{width})")
+
+
+def layout_tasks(models: list[str], width: int) -> dict[str, Task]:
+    """The models of ``--layouts``."""
+    base = mnist1d(epochs=1)
+    make = {
+        "mlp": lambda: base,
+        "cnn": lambda: digits_28(width=width),
+        "transformer": lambda: dataclasses.replace(base, model=SmallTransformer,
+                                                   model_name="transformer 1×32"),
+    }
+    return {name: make[name]() for name in models}
+
+
+def time_layouts(task: Task, arm_name: str, cells: int, steps: int, rounds: int,
+                 run_epochs: int) -> dict[str, Any]:
+    """Seconds per step of the whole grid for each layout, and what the probe chooses."""
+    arm = parse_arm(arm_name)
+    side = max(1, round(math.sqrt(cells)))
+    lrs, wds = (g.ravel() for g in np.meshgrid(arm.default_lrs(side),
+                                                arm.default_weight_decays(side), indexing="ij"))
+    mesh = local_mesh(None)
+    devices = mesh.devices.size
+    sizes = {"loop": devices, "groups": max(devices, len(lrs) // 3 // devices * devices),
+             "vmap": len(lrs)}
+    task = dataclasses.replace(task, epochs=1)
+    runners = {}
+    for name, size in sizes.items():
+        program = GridProgram(task, arm, lrs, wds, mesh, cells_per_program=size)
+        x, y = program.batches(0, range(1))
+        batches = jax.device_put((x[:steps], y[:steps]), program._replicated)
+        carries = [program.initial_carry(0, g) for g in range(len(program.groups))]
+        hyper = [program.cell_hyperparams(g) for g in range(len(program.groups))]
+        keys = program.step_keys(0, range(1))[:steps]
+
+        def run(program=program, carries=carries, hyper=hyper, batches=batches,
+                keys=keys) -> None:
+            for g in range(len(program.groups)):
+                carries[g] = program._run_chunk(carries[g], *hyper[g], batches, keys)
+            jax.block_until_ready(carries)
+
+        start = time.perf_counter()
+        run()
+        print(f"  {name} ({size} cells per program): first run {time.perf_counter() - start:.1f} s",
+              flush=True)
+        runners[name] = run
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            samples[name].append((time.perf_counter() - start) / steps)
+    seconds = {name: float(np.median(v)) for name, v in samples.items()}
+    run_steps = run_epochs * GridProgram(task, arm, lrs[:1], wds[:1], mesh).steps_per_epoch
+    start = time.perf_counter()
+    plan = _layout.plan(task, arm, lrs, wds, mesh, layout=None, cells_per_program=None,
+                        cell_steps=len(lrs) * run_steps, parallel=1)
+    fastest = min(seconds, key=seconds.__getitem__)
+    ratios = [s / f for s, f in zip(samples[plan.layout], samples[fastest])]
+    return {"cells": len(lrs), "steps": steps, "seconds_per_grid_step": seconds,
+            "fastest": fastest, "chosen": plan.layout,
+            "chosen_cells_per_program": plan.cells_per_program,
+            "chosen_over_fastest": float(np.median(ratios)),
+            "loop_over_chosen": float(np.median([lp / c for lp, c in zip(
+                samples["loop"], samples[plan.layout])])),
+            "probe_seconds": plan.probe_seconds, "probe_reason": plan.reason,
+            "probe_time_s": time.perf_counter() - start,
+            "run_seconds_estimate": seconds[plan.layout] * run_steps}
+
+
+def main_layouts(args: argparse.Namespace) -> dict[str, Any]:
+    figures: dict[str, Any] = {"device": f"{jax.devices()[0].platform} × {len(jax.devices())}"}
+    for name, task in layout_tasks(args.models.split(","), args.width).items():
+        print(f"{name}: {task.model_name}, batch {task.batch_size}", flush=True)
+        result = time_layouts(task, args.arm, args.cells, args.steps, args.rounds,
+                              args.run_epochs)
+        figures[name] = result
+        times = ", ".join(f"{k} {1e3 * v:.0f} ms" for k, v in
+                          result["seconds_per_grid_step"].items())
+        print(f"{name}: per grid step {times}; fastest {result['fastest']}; chosen "
+              f"{result['chosen']} ({result['chosen_cells_per_program']} cells per program), "
+              f"{result['chosen_over_fastest']:.2f}× the fastest, the loop "
+              f"{result['loop_over_chosen']:.2f}× the chosen; probe {result['probe_seconds']:.1f}"
+              f" s ({result['probe_reason']})", flush=True)
+    return figures
 
 
 def dot_generals(jaxpr: Any, repeat: int = 1) -> list[tuple[Any, Any, Any, int]]:
@@ -125,7 +280,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
                         help="also run this preset end to end and time it")
     parser.add_argument("--json", default=None, help="write the figures to this file")
+    parser.add_argument("--layouts", action="store_true",
+                        help="time each layout (vmap, groups, loop) on --models instead")
+    parser.add_argument("--models", default="mlp,cnn,transformer")
+    parser.add_argument("--steps", type=int, default=3, help="--layouts: steps per round")
+    parser.add_argument("--width", type=int, default=1,
+                        help="--layouts: divide the CNN's channels and width by this")
+    parser.add_argument("--run-epochs", type=int, default=10,
+                        help="--layouts: the run the probe plans for")
     args = parser.parse_args(argv)
+    if args.layouts:
+        figures = main_layouts(args)
+        if args.json:
+            with open(args.json, "w") as file:
+                json.dump(figures, file, indent=1)
+        return figures
     if args.rounds < 1 or args.cells < 1 or args.epochs < 1 or args.parallel < 1:
         parser.error("--rounds, --cells, --epochs and --parallel must be ≥ 1")
 
@@ -139,7 +308,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     batches = program.batches(0, range(program.chunk))
     steps = len(batches[0])
     hyper = program.cell_hyperparams()
-    jaxpr = jax.make_jaxpr(program._run_chunk)(carry, *hyper, batches)
+    keys = program.step_keys(0, range(program.chunk))
+    jaxpr = jax.make_jaxpr(program._run_chunk)(carry, *hyper, batches, keys)
     dots = dot_generals(jaxpr.jaxpr)
     flops = sum(dot_flops(lhs, rhs, numbers) * times for lhs, rhs, numbers, times in dots)
     matmuls, matmul_steps = matmul_only(dots, steps)

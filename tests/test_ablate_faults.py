@@ -345,7 +345,9 @@ def test_a_truncated_rows_file_is_retrained_with_a_message(tmp_path):
 def test_without_a_terminal_each_finished_chunk_prints_a_line(tmp_path, capsys):
     _cli.main(["--task", "digits", "--arms", "adamw", "--lrs", "1e-2", "--wds", "1e-3",
                "--epochs", "2", "--seeds", "0", "--no-trajectories", "--out", str(tmp_path)])
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "and 1 heatmap to" in captured.out  # 14. not "1 heatmaps"
     lines = [line for line in err.splitlines() if line.startswith("adamw seed 0: epoch")]
     assert len(lines) == 2, err
     assert "epoch 1/2 · 0:00:" in lines[0] and "elapsed · ~" in lines[0] and "left" in lines[0]

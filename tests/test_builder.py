@@ -477,10 +477,11 @@ def test_mask_reaches_every_decay_slot() -> None:
 
 
 def test_unknown_names_list_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match="unknown preconditioner 'lars'.*sgd, momentum, "
+    with pytest.raises(ValueError, match="unknown preconditioner 'sophia'.*sgd, momentum, "
                                          "adagrad, rmsprop, adam, nadam, radam, adamax, lion, "
-                                         "lamb, adadelta, asgd, adafactor, muon"):
-        wdchain.build("lars")
+                                         "lamb, adadelta, asgd, adafactor, muon, adopt, "
+                                         "ademamix, lars, adan, schedule_free_adam"):
+        wdchain.build("sophia")
     with pytest.raises(ValueError, match="unknown decay 'adamw'.*none, l2, decoupled, "
                                          "independent, constant"):
         wdchain.build("adam", decay="adamw")

@@ -36,6 +36,7 @@ import pytest
 import wdchain
 
 LR = 0.05  # the default learning rate that makes a part of an optimizer an optimizer
+LARS_LR = 1.0  # LARS steps lr·c·‖θ‖: its lr is large
 
 
 def _decay_mask(params: Any) -> Any:
@@ -404,6 +405,35 @@ CASES = [
          {"decay": "decoupled", "lr": 0.05, "weight_decay": 0.01, "others": "adam",
           "mask": _TREE_MASK, "ns_dtype": jnp.float32}, args=("muon",), needs_params=True,
          static=("ns_dtype",)),
+    # Issue 20's modern preconditioners: their transforms and build arms.
+    Case("scale_by_adopt", "scale_by_adopt", role="part"),
+    Case("scale_by_adopt-betas-eps-unclipped", "scale_by_adopt",
+         dict(betas=(0.8, 0.99), eps=1e-4, clip_exponent=None), "part"),
+    Case("scale_by_ademamix-alpha-warmups", "scale_by_ademamix",
+         dict(betas=(0.9, 0.99, 0.999), alpha=2.0, alpha_warmup=5, beta3_warmup=5), "part"),
+    Case("scale_by_lars-nesterov", "scale_by_lars",
+         dict(trust_coefficient=0.05, momentum=0.5, nesterov=True), "part", True, lr=LARS_LR),
+    Case("scale_by_adan-diff_weight", "scale_by_adan",
+         dict(betas=(0.9, 0.9, 0.99), eps=1e-6, diff_weight=0.08), "part"),
+    Case("scale_by_schedule_free_adam-moment", "scale_by_schedule_free_adam",
+         dict(b2=0.99, eps=1e-6, bias_correction="moment"), "part"),
+    Case("schedule_free-adamw-z", "schedule_free",
+         dict(learning_rate=0.05, b1=0.8, weight_lr_power=1.0, r=0.5, decay_at="z"),
+         args=(wdchain.adamw(lr=0.05, betas=(0.0, 0.999)),), needs_params=True),
+    Case("build-adopt-l2", "build", {"decay": "l2", "lr": 0.05, "weight_decay": 0.01},
+         args=("adopt",), needs_params=True),
+    Case("build-ademamix-decoupled-warmups", "build",
+         {"decay": "decoupled", "lr": 0.05, "weight_decay": 0.01, "alpha_warmup": 10,
+          "beta3_warmup": 10}, args=("ademamix",), needs_params=True),
+    Case("build-lars-decoupled", "build",
+         {"decay": "decoupled", "lr": LARS_LR, "weight_decay": 1e-3,
+          "trust_coefficient": 0.05}, args=("lars",), needs_params=True),
+    Case("build-adan-independent", "build",
+         {"decay": "independent", "lr": 0.05, "weight_decay": 1e-3}, args=("adan",),
+         needs_params=True),
+    Case("build-schedule_free_adam-decoupled-x-cautious", "build",
+         {"decay": "decoupled", "lr": 0.05, "weight_decay": 0.01, "decay_at": "x",
+          "gate": "cautious"}, args=("schedule_free_adam",), needs_params=True),
     # Composition and wrappers.
     Case(
         "chain-adam-decoupled",

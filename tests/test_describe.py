@@ -48,7 +48,8 @@ def test_every_arm_has_its_own_label() -> None:
             wdchain.describe(wdchain.build(preconditioner, decay=d, weight_decay=0.1))
             for d in wdchain.PLACEMENTS
         }
-        expected = 4 if preconditioner == "sgd" else 5  # sgd: l2 ≡ decoupled, but named
+        # sgd, lars: nothing before the decoupled slot, so l2 ≡ decoupled (but named)
+        expected = 4 if preconditioner in ("sgd", "lars") else 5
         assert len({label.splitlines()[1] for label in labels}) == expected
         assert len(labels) == 5
 

@@ -225,3 +225,24 @@ def test_built_in_entries_are_registered_through_the_same_function() -> None:
     for name, entry in wdchain.registry.REGISTRY.items():
         assert isinstance(entry, wdchain.Preconditioner)
         assert entry.transforms(dict(entry.options), 1e-3), name
+
+
+@pytest.mark.slow
+def test_a_registered_preconditioner_runs_as_an_arm_of_the_runner() -> None:
+    """The runner's arm parser reads the registry when it runs: sign-SGD, registered after
+    import, trains as two arms (with the gate too), and is refused once removed."""
+    import math
+
+    from ablate_tiny import quiet, tiny_task
+
+    from wdchain.ablate import sweep
+
+    arms = ["signsgd-independent", "signsgd-decoupled+cautious"]
+    rows = sweep(tiny_task(), arms=arms, lrs=[1e-2], weight_decays=[0.0, 1e-2], log=quiet)
+    assert sorted({row["arm"] for row in rows}) == sorted(arms)
+    assert {row["preconditioner"] for row in rows} == {"signsgd"}
+    assert {row["decay"] for row in rows} == {"independent", "decoupled"}
+    assert all(math.isfinite(row["train_loss"]) for row in rows)
+    wdchain.registry.unregister("signsgd")
+    with pytest.raises(ValueError, match="unknown arm 'signsgd-independent'"):
+        sweep(tiny_task(), arms=arms[:1], lrs=[1e-2], weight_decays=[0.0], log=quiet)

@@ -35,6 +35,14 @@ from wdchain._learning_rate import scale_by_learning_rate as scale_by_learning_r
 from wdchain.preconditioners.lamb import scale_by_trust_ratio as scale_by_trust_ratio
 from wdchain.decay import independent_weight_decay as independent_weight_decay
 from wdchain.preconditioners.asgd import average_iterates as average_iterates
+from wdchain.preconditioners.adopt import scale_by_adopt as scale_by_adopt
+from wdchain.preconditioners.ademamix import scale_by_ademamix as scale_by_ademamix
+from wdchain.preconditioners.lars import scale_by_lars as scale_by_lars
+from wdchain.preconditioners.adan import scale_by_adan as scale_by_adan
+from wdchain.preconditioners.schedule_free import (
+    scale_by_schedule_free_adam as scale_by_schedule_free_adam,
+)
+from wdchain.preconditioners.schedule_free import schedule_free as schedule_free
 
 # Their states.
 from wdchain.decay import WeightDecayState as WeightDecayState
@@ -51,6 +59,13 @@ from wdchain.preconditioners.adafactor import ScaleByAdafactorState as ScaleByAd
 from wdchain.preconditioners.lion import ScaleByLionState as ScaleByLionState
 from wdchain.preconditioners.muon import ScaleByMuonMomentumState as ScaleByMuonMomentumState
 from wdchain.preconditioners.asgd import AverageIteratesState as AverageIteratesState
+from wdchain.preconditioners.adopt import ScaleByAdoptState as ScaleByAdoptState
+from wdchain.preconditioners.ademamix import ScaleByAdemamixState as ScaleByAdemamixState
+from wdchain.preconditioners.adan import ScaleByAdanState as ScaleByAdanState
+from wdchain.preconditioners.schedule_free import (
+    ScaleByScheduleFreeAdamState as ScaleByScheduleFreeAdamState,
+)
+from wdchain.preconditioners.schedule_free import ScheduleFreeState as ScheduleFreeState
 
 # Optimizers: torch.optim's names, argument order and defaults.
 from wdchain.torch import sgd as sgd
@@ -68,6 +83,12 @@ from wdchain.torch import muon as muon
 from wdchain.preconditioners.asgd import asgd_learning_rate as asgd_learning_rate
 from wdchain.preconditioners.asgd import averaged_params as averaged_params
 from wdchain.preconditioners.muon import muon_labels as muon_labels
+from wdchain.preconditioners.schedule_free import (
+    schedule_free_learning_rate as schedule_free_learning_rate,
+)
+from wdchain.preconditioners.schedule_free import (
+    schedule_free_eval_params as schedule_free_eval_params,
+)
 
 # The open registry of build's preconditioners.
 from wdchain.registry import register_preconditioner as register_preconditioner
@@ -124,13 +145,15 @@ __all__ = [
     "scale_by_adadelta", "scale_by_adafactor", "scale_by_lion", "scale_by_asgd",
     "scale_by_muon_momentum", "orthogonalize_newton_schulz", "scale_by_shape",
     "decoupled_weight_decay", "scale_by_learning_rate", "scale_by_trust_ratio",
-    "independent_weight_decay", "average_iterates", "WeightDecayState", "ScaleByMomentumState",
+    "independent_weight_decay", "average_iterates", "scale_by_adopt", "scale_by_ademamix",
+    "scale_by_lars", "scale_by_adan", "scale_by_schedule_free_adam", "schedule_free", "WeightDecayState", "ScaleByMomentumState",
     "ScaleByAdagradState", "ScaleByRmsState", "ScaleByAdamState", "ScaleByNadamState",
     "ScaleByRadamState", "ScaleByAdamaxState", "ScaleByLearningRateState",
     "ScaleByAdadeltaState", "ScaleByAdafactorState", "ScaleByLionState",
-    "ScaleByMuonMomentumState", "AverageIteratesState", "sgd", "adagrad", "rmsprop", "adam",
+    "ScaleByMuonMomentumState", "AverageIteratesState", "ScaleByAdoptState", "ScaleByAdemamixState",
+    "ScaleByAdanState", "ScaleByScheduleFreeAdamState", "ScheduleFreeState", "sgd", "adagrad", "rmsprop", "adam",
     "adamw", "nadam", "radam", "adamax", "adadelta", "asgd", "adafactor", "muon",
-    "asgd_learning_rate", "averaged_params", "muon_labels", "register_preconditioner",
+    "asgd_learning_rate", "averaged_params", "muon_labels", "schedule_free_learning_rate", "schedule_free_eval_params", "register_preconditioner",
     "Preconditioner", "chain", "build", "PLACEMENTS", "DECAYS", "GATES", "PRECONDITIONERS",
     "describe", "paper_to_torch", "torch_to_paper", "normalized_weight_decay", "decay_mask",
     "decay_mask_with", "mask_report", "ema_timescale", "timescale_in_epochs",

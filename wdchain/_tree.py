@@ -309,7 +309,7 @@ def is_static_false(m: Any) -> bool:
 # Bias correction.
 
 
-def _log(decay: Any, dtype: Any) -> jax.Array:
+def log_decay(decay: Any, dtype: Any) -> jax.Array:
     """log(decay) in ``dtype``, taken in double precision for a concrete number."""
     number = _validate.concrete_number(decay)
     if number is None:
@@ -323,7 +323,7 @@ def power(decay: Any, count: jax.Array, dtype: Any) -> jax.Array:
     t = jnp.asarray(count).astype(dtype)
     if jnp.dtype(dtype) == jnp.float64:
         return jnp.asarray(decay, dtype) ** t
-    return jnp.exp(t * _log(decay, dtype))
+    return jnp.exp(t * log_decay(decay, dtype))
 
 
 def bias_correction(decay: Any, count: jax.Array, dtype: Any) -> jax.Array:
@@ -336,4 +336,4 @@ def bias_correction(decay: Any, count: jax.Array, dtype: Any) -> jax.Array:
     """
     if jnp.dtype(dtype) == jnp.float64:
         return 1 - power(decay, count, dtype)
-    return -jnp.expm1(jnp.asarray(count).astype(dtype) * _log(decay, dtype))
+    return -jnp.expm1(jnp.asarray(count).astype(dtype) * log_decay(decay, dtype))

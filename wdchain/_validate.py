@@ -138,6 +138,20 @@ def check_betas(where: str, betas: Any) -> tuple[Any, Any]:
     return beta1, beta2
 
 
+def check_betas3(where: str, betas: Any) -> tuple[Any, Any, Any]:
+    """Checks a ``(beta1, beta2, beta3)`` triple: three values, each in [0, 1)."""
+    try:
+        beta1, beta2, beta3 = betas
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{where}: betas must be three numbers (beta1, beta2, beta3), each in [0, 1), "
+            f"got {betas!r}"
+        ) from None
+    for i, beta in enumerate((beta1, beta2, beta3)):
+        check_range(where, f"betas[{i}]", beta, high=1.0, high_open=True)
+    return beta1, beta2, beta3
+
+
 def check_flag(where: str, name: str, value: Any) -> None:
     """Checks that a switch is a Python bool (not a traced value or a number)."""
     if not isinstance(value, (bool, np.bool_)):

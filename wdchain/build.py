@@ -207,8 +207,16 @@ def build(
         0.75, ``t0`` = 1e6), ``"adafactor"`` (``beta2_decay`` = −0.8, ``eps`` =
         (None, 1e-3), ``d`` = 1) and ``"muon"`` (``momentum`` = 0.95, ``nesterov`` =
         True, ``ns_coefficients``, ``eps`` = 1e-7, ``ns_steps`` = 5,
-        ``adjust_lr_fn`` = None, ``ns_dtype`` = bfloat16; 2-D leaves only). Defaults
-        are torch's where torch has the optimizer, else the paper's.
+        ``adjust_lr_fn`` = None, ``ns_dtype`` = bfloat16; 2-D leaves only),
+        ``"adopt"`` (``betas`` = (0.9, 0.9999), ``eps`` = 1e-6, ``clip_exponent`` =
+        0.25), ``"ademamix"`` (``betas`` = (0.9, 0.999, 0.9999), ``alpha`` = 5, ``eps``
+        = 1e-8, ``alpha_warmup`` = ``beta3_warmup`` = None), ``"lars"``
+        (``trust_coefficient`` = 1e-3, ``momentum`` = 0.9, ``nesterov`` = False),
+        ``"adan"`` (``betas`` = (0.98, 0.92, 0.99), ``eps`` = 1e-8, ``diff_weight`` =
+        None) and ``"schedule_free_adam"`` (``betas`` = (0.9, 0.999), ``eps`` = 1e-8,
+        ``weight_lr_power`` = 2, ``r`` = 0, ``decay_at`` = "y", ``bias_correction`` =
+        "lr"; it wraps the whole chain in its iterate average). Defaults are torch's
+        where torch has the optimizer, else the authors' code's or the paper's.
       decay: the placement (and scale), one of ``"none"``, ``"l2"``, ``"decoupled"``,
         ``"independent"``, ``"constant"``, ``"corrected"``, ``"stable"``.
       lr: the learning rate: a number, a JAX scalar (it may be traced, e.g. vmapped

@@ -2,9 +2,15 @@
 
 Each alias is one ``chain``; what differs between Adam and AdamW is *where the decay
 transform sits*: before ``scale_by_adam`` (L2, the decay enters the moments) or after
-it (decoupled). The options are checked by the preconditioner's own ``check_options``
-(the one its registry entry uses), and torch's class names come from the entries; a
-test holds every alias's defaults to its entry's.
+it (decoupled). Each alias is generated from its registry entry by ``_torch_chain``:
+the entry's factory fills the preconditioner slot, its ``check`` validates the options,
+its ``learning_rate`` and ``tail`` give ASGD's η_t and average; the alias adds torch's
+decay slots. torch's class names come from the entries, and a test holds every alias's
+defaults to its entry's. Only ``sgd`` and ``rmsprop`` write their chain out: torch's
+μ = 0 there means no momentum buffer in the state (``momentum_slot``).
+
+The signatures stay written out (not generated): they are torch's public contract, which
+type checkers, IDEs and the API docs read.
 """
 
 from __future__ import annotations
@@ -23,24 +29,9 @@ from wdchain import _recipe, _validate, registry
 from wdchain import decay as _decay
 from wdchain._learning_rate import maximize as _maximize
 from wdchain._learning_rate import scale_by_learning_rate
-from wdchain.preconditioners import adadelta as _adadelta
-from wdchain.preconditioners import adafactor as _adafactor
-from wdchain.preconditioners import adagrad as _adagrad
-from wdchain.preconditioners import adam as _adam
-from wdchain.preconditioners import asgd as _asgd
 from wdchain.preconditioners import momentum as _momentum
-from wdchain.preconditioners import muon as _muon
-from wdchain.preconditioners import nadam as _nadam
 from wdchain.preconditioners import rmsprop as _rmsprop
-from wdchain.preconditioners.adadelta import scale_by_adadelta
-from wdchain.preconditioners.adafactor import scale_by_adafactor
-from wdchain.preconditioners.adagrad import scale_by_adagrad
-from wdchain.preconditioners.adam import scale_by_adam
-from wdchain.preconditioners.adamax import scale_by_adamax
-from wdchain.preconditioners.asgd import asgd_learning_rate, average_iterates, scale_by_asgd
 from wdchain.preconditioners.momentum import momentum_slot
-from wdchain.preconditioners.nadam import scale_by_nadam
-from wdchain.preconditioners.radam import scale_by_radam
 from wdchain.preconditioners.rmsprop import scale_by_rms
 
 chain = _recipe.chain
@@ -109,6 +100,39 @@ def _check(where: str, lr: Any, weight_decay: Any, maximize: bool, mask: Any) ->
 
 def _sign(maximize: bool) -> optax.GradientTransformation:
     return _maximize() if maximize else _recipe.nothing()
+
+
+def _torch_chain(where: str, preconditioner: str, slots: tuple[str, ...], placement: str,
+                 lr: Any, weight_decay: Any, maximize: bool | None, mask: Any,
+                 **options: Any) -> optax.GradientTransformationExtraArgs:
+    """torch's chain for a registry entry, with the decay slots torch has::
+
+        chain([sign], [add_l2_to_grad], *factory(**options), [decoupled_weight_decay],
+              scale_by_learning_rate(lr_t), *tail)
+
+    ``slots`` are the decay slots the chain has ("l2", "decoupled"), ``placement`` the one
+    that holds λ (the other holds 0: its state, not its effect). ``maximize=None``: no
+    sign slot (torch's Muon has no ``maximize``). The options are checked by the entry's
+    ``check``, the one ``build`` uses.
+    """
+    _check(where, lr, weight_decay, False if maximize is None else maximize, mask)
+    entry = registry.lookup(where, preconditioner)
+    entry.check(where, options)
+    learning_rate = entry.step_learning_rate(lr, options)
+
+    def decay(slot: str, factory: Any) -> list[optax.GradientTransformation]:
+        if slot not in slots:
+            return []
+        return [factory(weight_decay if slot == placement else 0.0, mask)]
+
+    return chain(
+        *([] if maximize is None else [_sign(maximize)]),
+        *decay("l2", _decay.add_l2_to_grad),
+        *entry.transforms(options, learning_rate),
+        *decay("decoupled", _decay.decoupled_weight_decay),
+        scale_by_learning_rate(learning_rate),
+        *entry.tail_transforms(options),
+    )
 
 
 @torch_style
@@ -191,16 +215,9 @@ def adagrad(
         defaults 0, 0, 0, 1e-10).
       maximize, mask: as in :func:`sgd` (keyword only).
     """
-    where = "adagrad"
-    _check(where, lr, weight_decay, maximize, mask)
-    _adagrad.check_options(where, {"lr_decay": lr_decay, "eps": eps,
-                                   "initial_accumulator_value": initial_accumulator_value})
-    return chain(
-        _sign(maximize),
-        _decay.add_l2_to_grad(weight_decay, mask),
-        scale_by_adagrad(eps, initial_accumulator_value),
-        scale_by_learning_rate(_adagrad.adagrad_learning_rate(lr, lr_decay)),
-    )
+    return _torch_chain("adagrad", "adagrad", ("l2",), "l2", lr, weight_decay, maximize, mask,
+                        eps=eps, initial_accumulator_value=initial_accumulator_value,
+                        lr_decay=lr_decay)
 
 
 @torch_style
@@ -246,12 +263,6 @@ def rmsprop(
     )
 
 
-def _check_adam_family(where: str, lr: Any, weight_decay: Any, maximize: bool, mask: Any,
-                       **options: Any) -> None:
-    _check(where, lr, weight_decay, maximize, mask)
-    _adam.check_options(where, options)
-
-
 @torch_style
 def adam(
     lr: Any = 1e-3,
@@ -295,19 +306,11 @@ def adam(
       >>> bool(jnp.all(step(adam(weight_decay=0.1)) == step(adamw(weight_decay=0.1))))
       False
     """
-    where = "adam"
-    _check_adam_family(where, lr, weight_decay, maximize, mask, betas=betas, eps=eps,
-                       amsgrad=amsgrad, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
-    _validate.check_flag(where, "decoupled_weight_decay", decoupled_weight_decay)
-    if decoupled_weight_decay:
-        return adamw(lr, betas, eps, weight_decay, amsgrad, maximize=maximize, mask=mask,
-                     mu_dtype=mu_dtype, nu_dtype=nu_dtype)
-    return chain(
-        _sign(maximize),
-        _decay.add_l2_to_grad(weight_decay, mask),
-        scale_by_adam(betas, eps, amsgrad, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
-        scale_by_learning_rate(lr),
-    )
+    _validate.check_flag("adam", "decoupled_weight_decay", decoupled_weight_decay)
+    placement = "decoupled" if decoupled_weight_decay else "l2"  # then it is adamw's chain
+    return _torch_chain("adam", "adam", (placement,), placement, lr, weight_decay, maximize,
+                        mask, betas=betas, eps=eps, amsgrad=amsgrad, mu_dtype=mu_dtype,
+                        nu_dtype=nu_dtype)
 
 
 @torch_style
@@ -340,25 +343,17 @@ def adamw(
       maximize, mask: as in :func:`sgd` (keyword only).
       mu_dtype, nu_dtype: as in :func:`adam` (keyword only).
     """
-    _check_adam_family("adamw", lr, weight_decay, maximize, mask, betas=betas, eps=eps,
-                       amsgrad=amsgrad, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
-    return chain(
-        _sign(maximize),
-        scale_by_adam(betas, eps, amsgrad, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
-        _decay.decoupled_weight_decay(weight_decay, mask),
-        scale_by_learning_rate(lr),
-    )
+    return _torch_chain("adamw", "adam", ("decoupled",), "decoupled", lr, weight_decay,
+                        maximize, mask, betas=betas, eps=eps, amsgrad=amsgrad, mu_dtype=mu_dtype,
+                        nu_dtype=nu_dtype)
 
 
-def _l2_or_decoupled(
-    scaler: optax.GradientTransformation, weight_decay: Any, decoupled: bool, mask: Any
-) -> tuple[optax.GradientTransformation, ...]:
-    """``(l2, scaler, decoupled)`` with the decay in one of the two slots."""
-    return (
-        _decay.add_l2_to_grad(0.0 if decoupled else weight_decay, mask),
-        scaler,
-        _decay.decoupled_weight_decay(weight_decay if decoupled else 0.0, mask),
-    )
+# NAdam's and RAdam's decay slots: both kept, so the state is the same for either placement.
+_BOTH = ("l2", "decoupled")
+
+
+def _l2_or_decoupled(decoupled: bool) -> str:
+    return "decoupled" if decoupled else "l2"
 
 
 @torch_style
@@ -384,17 +379,10 @@ def nadam(
       decoupled_weight_decay: decoupled instead of L2 decay.
       maximize, mask: as in :func:`sgd` (keyword only).
     """
-    where = "nadam"
-    _check(where, lr, weight_decay, maximize, mask)
-    _nadam.check_options(where, {"betas": betas, "eps": eps, "momentum_decay": momentum_decay})
-    _validate.check_flag(where, "decoupled_weight_decay", decoupled_weight_decay)
-    return chain(
-        _sign(maximize),
-        *_l2_or_decoupled(
-            scale_by_nadam(betas, eps, momentum_decay), weight_decay, decoupled_weight_decay, mask
-        ),
-        scale_by_learning_rate(lr),
-    )
+    _validate.check_flag("nadam", "decoupled_weight_decay", decoupled_weight_decay)
+    return _torch_chain("nadam", "nadam", _BOTH, _l2_or_decoupled(decoupled_weight_decay), lr,
+                        weight_decay, maximize, mask, betas=betas, eps=eps,
+                        momentum_decay=momentum_decay)
 
 
 @torch_style
@@ -415,14 +403,9 @@ def radam(
       decoupled_weight_decay: decoupled instead of L2 decay (torch's RAdamW).
       maximize, mask: as in :func:`sgd` (keyword only).
     """
-    where = "radam"
-    _check_adam_family(where, lr, weight_decay, maximize, mask, betas=betas, eps=eps)
-    _validate.check_flag(where, "decoupled_weight_decay", decoupled_weight_decay)
-    return chain(
-        _sign(maximize),
-        *_l2_or_decoupled(scale_by_radam(betas, eps), weight_decay, decoupled_weight_decay, mask),
-        scale_by_learning_rate(lr),
-    )
+    _validate.check_flag("radam", "decoupled_weight_decay", decoupled_weight_decay)
+    return _torch_chain("radam", "radam", _BOTH, _l2_or_decoupled(decoupled_weight_decay), lr,
+                        weight_decay, maximize, mask, betas=betas, eps=eps)
 
 
 @torch_style
@@ -444,13 +427,8 @@ def adamax(
       lr: α ≥ 0 (torch default 2e-3). betas, eps, weight_decay: as in :func:`adam`.
       maximize, mask: as in :func:`sgd` (keyword only).
     """
-    _check_adam_family("adamax", lr, weight_decay, maximize, mask, betas=betas, eps=eps)
-    return chain(
-        _sign(maximize),
-        _decay.add_l2_to_grad(weight_decay, mask),
-        scale_by_adamax(betas, eps),
-        scale_by_learning_rate(lr),
-    )
+    return _torch_chain("adamax", "adamax", ("l2",), "l2", lr, weight_decay, maximize, mask,
+                        betas=betas, eps=eps)
 
 
 @torch_style
@@ -476,15 +454,8 @@ def adadelta(
       rho: ρ in [0, 1] (torch default 0.9). eps, weight_decay: ≥ 0 (L2).
       maximize, mask: as in :func:`wdchain.sgd` (keyword only).
     """
-    where = "adadelta"
-    _check(where, lr, weight_decay, maximize, mask)
-    _adadelta.check_options(where, {"rho": rho, "eps": eps})
-    return chain(
-        _sign(maximize),
-        _decay.add_l2_to_grad(weight_decay, mask),
-        scale_by_adadelta(rho, eps),
-        scale_by_learning_rate(lr),
-    )
+    return _torch_chain("adadelta", "adadelta", ("l2",), "l2", lr, weight_decay, maximize, mask,
+                        rho=rho, eps=eps)
 
 
 @torch_style
@@ -519,16 +490,8 @@ def asgd(
       weight_decay: λ ≥ 0 (L2; the mask applies to it, not to λ_d).
       maximize, mask: as in :func:`wdchain.sgd` (keyword only).
     """
-    where = "asgd"
-    _check(where, lr, weight_decay, maximize, mask)
-    _asgd.check_options(where, {"lambd": lambd, "alpha": alpha, "t0": t0})
-    return chain(
-        _sign(maximize),
-        _decay.add_l2_to_grad(weight_decay, mask),
-        scale_by_asgd(lambd),
-        scale_by_learning_rate(asgd_learning_rate(lr, lambd, alpha)),
-        average_iterates(t0),
-    )
+    return _torch_chain("asgd", "asgd", ("l2",), "l2", lr, weight_decay, maximize, mask,
+                        lambd=lambd, alpha=alpha, t0=t0)
 
 
 @torch_style
@@ -561,15 +524,8 @@ def adafactor(
       d: clipping threshold ≥ 1. weight_decay: λ ≥ 0 (decoupled, × ℓ_t).
       maximize, mask: as in :func:`wdchain.sgd` (keyword only).
     """
-    where = "adafactor"
-    _check(where, lr, weight_decay, maximize, mask)
-    _adafactor.check_options(where, {"beta2_decay": beta2_decay, "eps": eps, "d": d})
-    return chain(
-        _sign(maximize),
-        scale_by_adafactor(lr, beta2_decay, eps, d),
-        _decay.decoupled_weight_decay(weight_decay, mask),
-        scale_by_learning_rate(lr),
-    )
+    return _torch_chain("adafactor", "adafactor", ("decoupled",), "decoupled", lr,
+                        weight_decay, maximize, mask, beta2_decay=beta2_decay, eps=eps, d=d)
 
 
 @torch_style
@@ -608,15 +564,6 @@ def muon(
       mask: which leaves to decay (keyword only).
       ns_dtype: the Newton–Schulz iteration's dtype (keyword only; bfloat16 as torch).
     """
-    where = "muon"
-    _check(where, lr, weight_decay, False, mask)
-    _muon.check_options(where, {"momentum": momentum, "nesterov": nesterov,
-                                "ns_coefficients": ns_coefficients, "eps": eps,
-                                "ns_steps": ns_steps, "adjust_lr_fn": adjust_lr_fn,
-                                "ns_dtype": ns_dtype})
-    return chain(
-        *_muon.muon_transforms(momentum, nesterov, ns_coefficients, eps, ns_steps,
-                               adjust_lr_fn, ns_dtype),
-        _decay.decoupled_weight_decay(weight_decay, mask),
-        scale_by_learning_rate(lr),
-    )
+    return _torch_chain("muon", "muon", ("decoupled",), "decoupled", lr, weight_decay, None, mask,
+                        momentum=momentum, nesterov=nesterov, ns_coefficients=ns_coefficients,
+                        eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn, ns_dtype=ns_dtype)

@@ -39,7 +39,8 @@ SHORT_NAMES = {
     "adamw-independent": "adam-independent",
     "sgdw": "momentum-independent",
 }
-SGD_FAMILY = ("sgd", "momentum")
+# Their λθ enters an unnormalised step (LARS: g + λθ before its ratio, l2 ≡ decoupled).
+SGD_FAMILY = ("sgd", "momentum", "lars")
 
 # log10 of the first and last grid value; log-spaced points in between. The learning
 # rates come from the builder's registry (each preconditioner's ``lr_span``).

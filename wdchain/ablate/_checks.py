@@ -11,7 +11,6 @@ cells whose decay the parameters' dtype cannot hold (the rule of
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -262,7 +261,3 @@ def low_precision_dtype(params: Any) -> str | None:
              if jnp.issubdtype(leaf.dtype, jnp.floating) and jnp.finfo(leaf.dtype).bits <= 16]
     return min(names, key=lambda d: jnp.finfo(d).bits).name if names else None
 
-
-def is_fraction(value: float) -> bool:
-    """Whether a metric value may be an error rate."""
-    return math.isfinite(value) and 0.0 <= value <= 1.0

@@ -192,6 +192,25 @@ def parser() -> argparse.ArgumentParser:
                        help="discard the checkpoints and outputs in --out and start over, "
                        "keeping finished (arm, seed) rows whose configuration is unchanged; "
                        "--fresh all discards those too")
+    parse.add_argument("--layout", choices=["vmap", "groups", "loop"], default=None,
+                       help="how each grid's cells run: all in one program (vmap), in "
+                       "groups of --cells-per-program, or one cell per device at a time "
+                       "(loop); default: measured by a short probe before training")
+    parse.add_argument("--cells-per-program", type=_int_at_least(1), default=None,
+                       help="the most cells one program trains (default: as many as fit in "
+                       "memory, from the compiled program's memory analysis)")
+    parse.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                       help="one process of a multi-process run: the coordinator's address "
+                       "(jax.distributed.initialize's coordinator_address); give "
+                       "--num-processes and --process-id too")
+    parse.add_argument("--num-processes", type=_int_at_least(1), default=None,
+                       help="with --coordinator: the number of processes")
+    parse.add_argument("--process-id", type=_int_at_least(0), default=None,
+                       help="with --coordinator: this process's index, 0 … N−1 (0 writes "
+                       "the outputs)")
+    parse.add_argument("--distributed", action="store_true",
+                       help="join a multi-process run the environment describes (a TPU pod, "
+                       "SLURM, Open MPI): jax.distributed.initialize() without arguments")
     parse.add_argument("--no-trajectories", action="store_true",
                        help="skip retraining each arm's selected cell with diagnostics")
     return parse
@@ -241,6 +260,26 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _join_processes(parse: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``jax.distributed.initialize`` from the multi-process flags, before JAX starts."""
+    flags = (args.coordinator, args.num_processes, args.process_id)
+    if args.distributed and any(flag is not None for flag in flags):
+        parse.error("--distributed takes its settings from the environment; give it alone, "
+                    "or --coordinator, --num-processes and --process-id without it")
+    if any(flag is not None for flag in flags):
+        if any(flag is None for flag in flags):
+            parse.error("a multi-process run needs --coordinator HOST:PORT, --num-processes N "
+                        "and --process-id I together")
+        if args.process_id >= args.num_processes:
+            parse.error(f"--process-id must be below --num-processes ({args.num_processes}), "
+                        f"got {args.process_id}")
+    elif not args.distributed:
+        return
+    from wdchain.ablate import _distributed
+
+    _distributed.initialize(*flags)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m wdchain.ablate`` / ``wdchain-ablate``; see ``--help``."""
     from tqdm import tqdm
@@ -248,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parse = parser()
     given = list(sys.argv[1:] if argv is None else argv)
     args = parse.parse_args(_join_negative_numbers(given))
+    _join_processes(parse, args)
     if args.seeds is not None:
         args.seeds = tuple(dict.fromkeys(s for group in args.seeds for s in group))
     preset = PRESETS[args.preset]
@@ -282,7 +322,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     total = len(arms) * len(seeds) * variants * task.epochs
     terminal = sys.stderr.isatty()
     lines = _ChunkLines(total) if not terminal and jax.process_index() == 0 else None
-    with tqdm(total=total, unit="epoch", file=sys.stderr, disable=None) as bar:
+    quiet = jax.process_index() != 0  # progress once, from the primary process
+    with tqdm(total=total, unit="epoch", file=sys.stderr,
+              disable=True if quiet else None) as bar:
         reached: dict[tuple[str, int], int] = {}
 
         def on_chunk(arm: str, seed: int, epochs: int) -> None:
@@ -296,6 +338,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             rows = sweep(task, arms=arms, lrs=lrs, weight_decays=wds, seeds=seeds,
                          train_sizes=sizes, widths=widths, report=False,
                          out=args.out, fresh=args.fresh, grid_size=grid_size,
+                         layout=args.layout, cells_per_program=args.cells_per_program,
                          log=lambda line: tqdm.write(line, file=sys.stderr), on_chunk=on_chunk)
         except Interrupted:
             bar.close()
@@ -310,7 +353,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             bar.close()
             parse.error(str(error))
 
-    info: dict[str, Any] = run_info(task, seeds, len(jax.local_devices()))
+    if jax.process_index() != 0:
+        return  # the primary process writes the outputs
+    info: dict[str, Any] = run_info(task, seeds, len(jax.devices()))
     info["command"] = command
     if not args.no_trajectories and (sizes or widths):
         print("trajectories skipped: the run has a train-size or width axis", file=sys.stderr)

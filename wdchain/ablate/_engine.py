@@ -40,10 +40,12 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from wdchain.ablate import _step
+from wdchain.ablate import _distributed
 from wdchain.ablate._arms import Arm
 from wdchain.ablate._models import as_called, call_for, first_difference, structure
 from wdchain.ablate._schedules import cosine
 from wdchain.ablate._checks import check_batch
+from wdchain.ablate._convolutions import canonical_convolutions
 from wdchain.ablate._task import Task
 
 EVAL_BATCH = 1000
@@ -93,8 +95,9 @@ class Metrics(NamedTuple):
 
 
 def local_mesh(devices: Sequence[Any] | None) -> Mesh:
-    """A 1-D mesh named ``cells`` over ``devices`` (all local devices when None)."""
-    devices = list(jax.local_devices() if devices is None else devices)
+    """A 1-D mesh named ``cells`` over ``devices``; None: every device, of every process
+    after ``jax.distributed.initialize`` (of this one otherwise)."""
+    devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("sweep: devices is empty; give at least one device, or None for all")
     return Mesh(np.array(devices), ("cells",))
@@ -111,6 +114,10 @@ class GridProgram:
       per_cell_batch: give each cell its own copy of the batch (True) or share it
         (False); None decides by :func:`batch_per_cell`. Only the speed (and the
         rounding of the first layer's products) differs.
+      cells_per_program: train the cells in groups of at most this many per program
+        run (``groups``: ``group`` of :meth:`initial_carry`, :meth:`train_chunk`,
+        :meth:`evaluate`); None: all at once. Every group has the same padded size, so
+        the program compiles once for all of them.
 
     A seed changes the initial weights (``task.model(nnx.Rngs(seed))``, so also the
     model's other RNG streams, e.g. Dropout's), the batch order and, for tasks with
@@ -118,7 +125,8 @@ class GridProgram:
     """
 
     def __init__(self, task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray,
-                 mesh: Mesh, per_cell_batch: bool | None = None):
+                 mesh: Mesh, per_cell_batch: bool | None = None,
+                 cells_per_program: int | None = None):
         self.task, self.arm, self.mesh = task, arm, mesh
         self.per_cell_batch = per_cell_batch
         self.cells = len(lrs)
@@ -127,11 +135,14 @@ class GridProgram:
         self._first_run = threading.Lock()  # threads of one arm compile it once
         self._compiled = False
         devices = mesh.devices.size
-        self.padded = math.ceil(self.cells / devices) * devices
-        pad = self.padded - self.cells
-        self.lrs = np.concatenate([lrs, np.repeat(lrs[-1:], pad)]).astype(np.float32)
-        self.weight_decays = np.concatenate(
-            [weight_decays, np.repeat(weight_decays[-1:], pad)]).astype(np.float32)
+        per_group = self.cells if cells_per_program is None else min(cells_per_program,
+                                                                     self.cells)
+        self.groups = [range(start, min(start + per_group, self.cells))
+                       for start in range(0, self.cells, per_group)]
+        self.padded = math.ceil(per_group / devices) * devices  # cells per program run
+        self.lrs, self.weight_decays = (
+            np.stack([_pad(np.asarray(values)[group], self.padded) for group in self.groups])
+            for values in (lrs, weight_decays))  # (groups, padded), float32
         self._tasks: dict[int, Task] = {}
         self.steps_per_epoch = self.task_for(0).train_steps_per_epoch()
         self.total_steps = task.epochs * self.steps_per_epoch
@@ -182,10 +193,13 @@ class GridProgram:
         make_tx = self.optimizer
         gradient = _step.gradient(self.task, self._train_graph, call)
 
-        def cell_step(params, opt_state, rest, lr, weight_decay, batch, key):
+        def cell_step(params, opt_state, rest, lr, weight_decay, batch, key=None):
             loss, grads, rest = gradient(params, rest, batch, key)
             updates, opt_state = make_tx(lr, weight_decay).update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, rest, loss
+
+        if jax.default_backend() == "cpu":  # see wdchain.ablate._convolutions
+            cell_step = canonical_convolutions(cell_step)
 
         shared_batch_step = jax.vmap(cell_step, in_axes=(0, 0, 0, 0, 0, None, None))
         per_cell_batch_step = jax.vmap(cell_step, in_axes=(0, 0, 0, 0, 0, 0, None))
@@ -217,6 +231,8 @@ class GridProgram:
 
         self._init_state = jax.jit(jax.vmap(init))
         self._run_chunk = jax.jit(run_chunk, donate_argnums=(0,))
+        self._executables: dict[int, Any] = {}  # compiled ahead of time, by chunk steps
+        self.cell_step = cell_step
         self._evaluate = jax.jit(jax.vmap(cell_eval, in_axes=(0, 0, None)))
 
     # -- data ------------------------------------------------------------------------
@@ -244,55 +260,95 @@ class GridProgram:
         return x[order], y[order]
 
     # -- running ---------------------------------------------------------------------
-    def initial_carry(self, seed: int) -> Carry:
-        """Every cell at the seed's initial weights, sharded over the mesh."""
+    def initial_carry(self, seed: int, group: int = 0) -> Carry:
+        """Every cell of ``group`` at the seed's initial weights, sharded over the mesh."""
         params, rest = self._model_state(seed)
-        params = self._put_cells(_broadcast_cells(params, self.padded))
-        rest = self._put_cells(_broadcast_cells(rest, self.padded))
-        lrs, weight_decays = self.cell_hyperparams()
+        params = _distributed.put(params, self._cell_sharding, cells=self.padded)
+        rest = _distributed.put(rest, self._cell_sharding, cells=self.padded)
+        lrs, weight_decays = self.cell_hyperparams(group)
         opt_state = self._init_state(params, lrs, weight_decays)
-        diverged = self._put_cells(jnp.zeros(self.padded, bool))
+        diverged = self._put_cells(np.zeros(self.padded, bool))
         return Carry(params, opt_state, rest, diverged)
 
-    def cell_hyperparams(self) -> tuple[jax.Array, jax.Array]:
-        """Per-cell lr and λ, sharded over the mesh."""
-        return self._put_cells(jnp.asarray(self.lrs)), self._put_cells(
-            jnp.asarray(self.weight_decays))
+    def carry_shapes(self, seed: int) -> Carry:
+        """The shapes, dtypes and shardings of :meth:`initial_carry` (nothing allocated)."""
+        params, rest = jax.eval_shape(lambda: self._model_state(seed))
+
+        def cells(tree: Any) -> Any:
+            return jax.tree.map(lambda a: jax.ShapeDtypeStruct(
+                (self.padded, *a.shape), a.dtype, sharding=self._cell_sharding), tree)
+
+        hyper = jax.ShapeDtypeStruct((self.padded,), np.float32, sharding=self._cell_sharding)
+        params, rest = cells(params), cells(rest)
+        opt_state = jax.eval_shape(self._init_state, params, hyper, hyper)
+        opt_state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(
+            a.shape, a.dtype, sharding=self._cell_sharding), opt_state)
+        diverged: Any = jax.ShapeDtypeStruct((self.padded,), np.bool_,
+                                             sharding=self._cell_sharding)
+        return Carry(params, opt_state, rest, diverged)
+
+    def cell_hyperparams(self, group: int = 0) -> tuple[jax.Array, jax.Array]:
+        """Per-cell lr and λ of ``group``, sharded over the mesh."""
+        return self._put_cells(self.lrs[group]), self._put_cells(self.weight_decays[group])
 
     def _put_cells(self, tree: Any) -> Any:
-        return jax.device_put(tree, self._cell_sharding)
+        return _distributed.put(tree, self._cell_sharding)
 
-    def train_chunk(self, carry: Carry, seed: int, first_epoch: int) -> tuple[Carry, int]:
+    def train_chunk(self, carry: Carry, seed: int, first_epoch: int,
+                    group: int = 0) -> tuple[Carry, int]:
         """Trains ``self.chunk`` epochs (fewer at the end); the carry and the next epoch."""
         if not self._compiled:
             with self._first_run:  # a second thread waits here rather than compile again
-                result = self._train_chunk(carry, seed, first_epoch)
+                result = self._train_chunk(carry, seed, first_epoch, group)
                 self._compiled = True
                 return result
-        return self._train_chunk(carry, seed, first_epoch)
+        return self._train_chunk(carry, seed, first_epoch, group)
 
-    def _train_chunk(self, carry: Carry, seed: int, first_epoch: int) -> tuple[Carry, int]:
+    def _train_chunk(self, carry: Carry, seed: int, first_epoch: int,
+                     group: int) -> tuple[Carry, int]:
         epochs = range(first_epoch, min(first_epoch + self.chunk, self.task.epochs))
-        batches = jax.device_put(self.batches(seed, epochs), self._replicated)
-        steps = range(epochs.start * self.steps_per_epoch, epochs.stop * self.steps_per_epoch)
-        keys = jax.device_put(_step.step_keys(seed, steps), self._replicated)
-        lrs, weight_decays = self.cell_hyperparams()
-        carry = self._run_chunk(carry, lrs, weight_decays, batches, keys)
+        batches = _distributed.put(self.batches(seed, epochs), self._replicated)
+        keys = self.step_keys(seed, epochs)
+        lrs, weight_decays = self.cell_hyperparams(group)
+        run = self._executables.get(len(batches[0]), self._run_chunk)
+        carry = run(carry, lrs, weight_decays, batches, keys)
         jax.block_until_ready(carry)
         return carry, epochs.stop
 
-    def evaluate(self, carry: Carry, seed: int) -> Metrics:
-        """Loss and error on each split, per cell (the padding dropped), and the loss's
-        other metrics on validation and test.
+    def step_keys(self, seed: int, epochs: range) -> Any:
+        """The PRNG keys of the steps of ``epochs`` (for a model called with its RNGs)."""
+        steps = range(epochs.start * self.steps_per_epoch, epochs.stop * self.steps_per_epoch)
+        return _distributed.put(_step.step_keys(seed, steps), self._replicated)
+
+    def compile_chunk(self, seed: int) -> Any:
+        """The first chunk's program compiled ahead of time, kept for training (its
+        ``memory_analysis()`` and ``cost_analysis()`` are the program's own)."""
+        epochs = range(0, min(self.chunk, self.task.epochs))
+        batches = self.batches(seed, epochs)
+        steps = len(batches[0])
+        if steps not in self._executables:
+            hyper = jax.ShapeDtypeStruct((self.padded,), np.float32,
+                                         sharding=self._cell_sharding)
+            self._executables[steps] = self._run_chunk.lower(
+                self.carry_shapes(seed), hyper, hyper,
+                _with_sharding(batches, self._replicated),
+                self.step_keys(seed, epochs)).compile()
+        return self._executables[steps]
+
+    def evaluate(self, carry: Carry, seed: int, group: int = 0) -> Metrics:
+        """Loss and error on each split, per cell of ``group`` (the padding dropped), and
+        the loss's other metrics on validation and test.
 
         A cell whose training loss was ever non-finite, or whose final losses are,
         is diverged: its losses and errors are NaN, never a number read as an error.
         """
         task = self.task_for(seed)
-        validation = self._evaluate_split(carry, task.validation)
-        test = self._evaluate_split(carry, task.test)
-        train = validation if callable(task.train) else self._evaluate_split(carry, task.train)
-        diverged = np.asarray(carry.diverged)[: self.cells]
+        real = len(self.groups[group])
+        validation = self._evaluate_split(carry, task.validation, real)
+        test = self._evaluate_split(carry, task.test, real)
+        train = validation if callable(task.train) else self._evaluate_split(
+            carry, task.train, real)
+        diverged = _distributed.to_host(carry.diverged)[:real]
         values = [train["loss"], validation["loss"], validation["error"], test["loss"],
                   test["error"]]
         diverged = diverged | ~np.all([np.isfinite(v) for v in values], axis=0)
@@ -304,7 +360,7 @@ class GridProgram:
         return Metrics(train_loss, validation_loss, validation_error, test_loss, test_error,
                        diverged, extra)
 
-    def _evaluate_split(self, carry: Carry, split: Any) -> dict[str, np.ndarray]:
+    def _evaluate_split(self, carry: Carry, split: Any, real: int) -> dict[str, np.ndarray]:
         """Per cell: the mean loss (``loss``) and each metric over the split, in chunks of
         ``EVAL_BATCH`` examples (a chunk's mean weighted by its size)."""
         x, y = split
@@ -313,10 +369,11 @@ class GridProgram:
         for start in range(0, size, EVAL_BATCH):
             part = (np.asarray(x[start:start + EVAL_BATCH]), np.asarray(y[start:start + EVAL_BATCH]))
             loss, metrics = self._evaluate(carry.params, carry.rest,
-                                           jax.device_put(part, self._replicated))
+                                           _distributed.put(part, self._replicated))
             for name, value in {"loss": loss, **metrics}.items():
-                sums[name] = sums.get(name, 0.0) + np.asarray(value, np.float64) * len(part[0])
-        return {name: total[: self.cells] / size for name, total in sums.items()}
+                sums[name] = sums.get(name, 0.0) + (
+                    _distributed.to_host(value).astype(np.float64) * len(part[0]))
+        return {name: total[:real] / size for name, total in sums.items()}
 
 
 def batch_per_cell(batches: Any, cells: int) -> bool:
@@ -333,6 +390,16 @@ def batch_per_cell(batches: Any, cells: int) -> bool:
 
 
 _split = _step.split
+
+
+def _with_sharding(tree: Any, sharding: Any) -> Any:
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=sharding),
+                        tree)
+
+
+def _pad(values: np.ndarray, size: int) -> np.ndarray:
+    """``values`` (float32) with the last repeated up to ``size`` entries."""
+    return np.concatenate([values, np.repeat(values[-1:], size - len(values))]).astype(np.float32)
 
 
 def _broadcast_cells(tree: Any, cells: int) -> Any:

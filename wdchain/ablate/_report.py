@@ -237,10 +237,11 @@ def findings(analysed: Sequence[tuple[ArmGrid, ArmMeasures]], test_size: int) ->
         lower = sum(g < 0 for g in finite)
         text = (f"- **{grid.arm} vs {partner.arm}**: test error {_pm(mean, std, 100)} points, "
                 f"lower in {lower} of {len(finite)} seeds")
-        if lower == len(finite) and math.isfinite(se) and -mean > se:
+        verdict = _gap_verdict(gaps, se)
+        if verdict == "better":
             text += (f"; larger than one binomial standard error of the test set "
                      f"({100 * se:.1f} points): {grid.arm} is better here.")
-        elif lower == 0 and math.isfinite(se) and mean > se:
+        elif verdict == "worse":
             text += f"; {partner.arm} is better here (gap above one SE, {100 * se:.1f} points)."
         else:
             text += "; no consistent difference at this number of seeds."
@@ -256,6 +257,53 @@ def findings(analysed: Sequence[tuple[ArmGrid, ArmMeasures]], test_size: int) ->
         lines.append(f"- Diverged cells (non-finite loss in some seed; left out of every "
                      f"measure): {', '.join(diverged)}.")
     return lines
+
+
+def _gap_verdict(gaps: Sequence[float], se: float) -> str:
+    """'better' (lower in every seed, mean beyond one SE), 'worse' (the mirror) or 'no
+    consistent difference'."""
+    finite = [g for g in gaps if math.isfinite(g)]
+    if not finite or not math.isfinite(se):
+        return "no consistent difference"
+    mean = float(sum(finite) / len(finite))
+    if all(g < 0 for g in finite) and -mean > se:
+        return "better"
+    if all(g > 0 for g in finite) and mean > se:
+        return "worse"
+    return "no consistent difference"
+
+
+def _shape_kind(m: ArmMeasures) -> str:
+    value = m.slope_mean if m.slope_seeds >= 2 else m.slope
+    if not math.isfinite(value):
+        return "undetermined"
+    if abs(value) <= ALIGNED:
+        return "axis-aligned"
+    return "diagonal" if value < 0 else "anti-diagonal"
+
+
+def verdicts(analysed: Sequence[tuple[ArmGrid, ArmMeasures]], test_size: int) -> dict[str, str]:
+    """The summary's verdicts as words, to compare two runs of one configuration.
+
+    ``{"<arm> shape": "diagonal" | "axis-aligned" | "anti-diagonal" | "undetermined",
+    "<arm> selected cell": "interior" | its edges, "<arm> vs <L2 arm>": "better" |
+    "worse" | "no consistent difference"}``. A verdict that changes when only the
+    rounding changes (the cells split over two devices, say) is not a result.
+    """
+    grids = [grid for grid, _ in analysed]
+    by_arm = {grid.arm: m for grid, m in analysed}
+    out: dict[str, str] = {}
+    for grid, m in analysed:
+        if grid.decay != "none" and len(grid.lrs) >= MIN_SLOPE_ROWS:
+            out[f"{grid.arm} shape"] = _shape_kind(m)
+        out[f"{grid.arm} selected cell"] = m.edge or "interior"
+    for grid, m in analysed:
+        partner = _l2_partner(grid, grids)
+        if partner is not None:
+            gaps = paired_gap(m, by_arm[partner.arm])[2]
+            se = binomial_se(by_arm[partner.arm].test_error_mean, test_size)
+            out[f"{grid.arm} vs {partner.arm}"] = _gap_verdict(gaps, se)
+    return out
 
 
 def lost_decay_findings(analysed: Sequence[tuple[ArmGrid, ArmMeasures]],

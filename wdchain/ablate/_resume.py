@@ -45,6 +45,7 @@ OUTPUTS = ("results.csv", "summary.md", "figure2.png", "trajectories.csv", "traj
 OWNED_GLOBS = ("heatmap_*.png", "scaling_*.png", "*.tmp")
 KEEP_CHECKPOINTS = 2
 _RUN_WIDE = ("seeds", "arms", "grids")  # the rest of the config applies to every (arm, seed)
+RECORDED = ("layout",)  # how the run was laid out: in run.json, not part of its identity
 
 
 class CheckpointWriteError(OSError):
@@ -83,9 +84,14 @@ class RunStore:
     """
 
     def __init__(self, out: Path, config: dict[str, Any], *, fresh: bool | str,
-                 log: Callable[[str], None], lock: bool = True):
+                 log: Callable[[str], None], lock: bool = True, primary: bool = True):
         self.out, self.config, self.log = Path(out), config, log
         self._lock = threading.Lock()  # seeds may train (and checkpoint) in threads
+        self._recorded: dict[str, Any] = {}
+        self.primary = primary  # the others of a multi-process run read, never write
+        self._folder_lock = None
+        if not primary:
+            return
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -106,6 +112,8 @@ class RunStore:
             previous = _read_json(manifest, "use fresh=True (--fresh) to start over (finished "
                                   "(arm, seed) rows whose configuration is unchanged are "
                                   "kept), or another out folder")
+            if isinstance(previous, dict):
+                self._recorded = {k: previous.pop(k) for k in RECORDED if k in previous}
             if previous != config:
                 differ = differences(previous if isinstance(previous, dict) else {}, config)
                 raise ValueError(
@@ -138,17 +146,12 @@ class RunStore:
                 path.unlink()
 
     def _rows_of_this_config(self, path: Path) -> bool:
-        match = re.fullmatch(r"rows-(.+)-seed(\d+)\.json", path.name)
-        if match is None:
-            return False
         try:
             stored = json.loads(path.read_text())
         except (OSError, ValueError):
             return False
-        arm = next((name for name in self.config.get("arms", [])
-                    if safe_name(name) == match.group(1)), None)
-        return (arm is not None and isinstance(stored, dict)
-                and stored.get("key") == self.key(arm))
+        return (isinstance(stored, dict) and isinstance(stored.get("unit"), str)
+                and stored.get("key") == self.key(stored["unit"]))
 
     def close(self) -> None:
         """Releases the folder's lock."""
@@ -164,15 +167,27 @@ class RunStore:
         mine["arm"] = arm
         return hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()[:16]
 
-    def _rows_path(self, arm: str, seed: int) -> Path:
-        return self.out / STATE / f"rows-{safe_name(arm)}-seed{seed}.json"
+    def _rows_path(self, arm: str, seed: int, cells: range | None = None) -> Path:
+        return self.out / STATE / f"rows-{safe_name(arm)}-seed{seed}{_part(cells)}.json"
 
-    def _checkpoint_dir(self, arm: str, seed: int) -> Path:
-        return (self.out / STATE / f"checkpoint-{safe_name(arm)}-seed{seed}").absolute()
+    def _checkpoint_dir(self, arm: str, seed: int, cells: range | None = None) -> Path:
+        return (self.out / STATE
+                / f"checkpoint-{safe_name(arm)}-seed{seed}{_part(cells)}").absolute()
 
-    def finished(self, arm: str, seed: int) -> list[dict[str, Any]] | None:
-        """The rows of a finished (arm, seed), or None."""
-        path = self._rows_path(arm, seed)
+    def record(self, extra: dict[str, Any]) -> None:
+        """Adds ``extra`` (how the run is laid out, ``RECORDED`` keys) to ``run.json``."""
+        if self.primary:
+            _atomic_write(self.out / MANIFEST,
+                          json.dumps({**self.config, **extra}, indent=1, sort_keys=True))
+
+    def recorded(self, name: str) -> Any:
+        """A ``RECORDED`` entry of the ``run.json`` found on opening, or None."""
+        return self._recorded.get(name)
+
+    def finished(self, arm: str, seed: int,
+                 cells: range | None = None) -> list[dict[str, Any]] | None:
+        """The rows of a finished (arm, seed), or of its ``cells``, or None."""
+        path = self._rows_path(arm, seed, cells)
         if not path.exists():
             return None
         try:
@@ -189,22 +204,32 @@ class RunStore:
             )
         return list(stored["rows"])
 
-    def finish(self, arm: str, seed: int, rows: list[dict[str, Any]]) -> None:
-        """Stores the rows of a finished (arm, seed) and drops its checkpoints."""
-        _atomic_write(self._rows_path(arm, seed), json.dumps({"key": self.key(arm),
-                                                              "rows": rows}))
-        shutil.rmtree(self._checkpoint_dir(arm, seed), ignore_errors=True)
+    def finish(self, arm: str, seed: int, rows: list[dict[str, Any]],
+               cells: range | None = None) -> None:
+        """Stores the rows of a finished (arm, seed), or of its group of ``cells``, and
+        drops its checkpoints (for a whole (arm, seed), its groups' files too)."""
+        if not self.primary:
+            return
+        _atomic_write(self._rows_path(arm, seed, cells), json.dumps({"key": self.key(arm),
+                                                                     "unit": arm, "rows": rows}))
+        shutil.rmtree(self._checkpoint_dir(arm, seed, cells), ignore_errors=True)
+        if cells is None:
+            prefix = f"{safe_name(arm)}-seed{seed}-cells"
+            for path in (self.out / STATE).glob(f"*-{prefix}*"):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
 
-    def save(self, arm: str, seed: int, epoch: int, carry: Any) -> None:
+    def save(self, arm: str, seed: int, epoch: int, carry: Any,
+             cells: range | None = None) -> None:
         """Checkpoints the grid in progress after ``epoch`` epochs (orbax), with its key and
         the checksums of its arrays; keeps the last ``KEEP_CHECKPOINTS``."""
         import orbax.checkpoint as ocp
 
         leaves = [_plain(leaf) for leaf in jax.tree.leaves(carry)]
         meta = {"key": self.key(arm), "epoch": epoch, "checksums": checksums(leaves)}
-        directory = self._checkpoint_dir(arm, seed)
+        directory = self._checkpoint_dir(arm, seed, cells)
         try:
-            shutil.rmtree(directory / str(epoch), ignore_errors=True)  # a damaged one, set aside
+            if self.primary:  # a damaged one, set aside
+                shutil.rmtree(directory / str(epoch), ignore_errors=True)
             with self._lock, ocp.CheckpointManager(
                     directory, options=ocp.CheckpointManagerOptions(
                         max_to_keep=KEEP_CHECKPOINTS, enable_async_checkpointing=False)
@@ -221,11 +246,13 @@ class RunStore:
                 "the last checkpoint written"
             ) from error
 
-    def restore(self, arm: str, seed: int, template: Any) -> tuple[int, Any] | None:
-        """(epoch, carry) of the last sound checkpoint of (arm, seed), or None."""
+    def restore(self, arm: str, seed: int, template: Any,
+                cells: range | None = None) -> tuple[int, Any] | None:
+        """(epoch, carry) of the last sound checkpoint of (arm, seed) (or of its group of
+        ``cells``), or None."""
         import orbax.checkpoint as ocp
 
-        directory = self._checkpoint_dir(arm, seed)
+        directory = self._checkpoint_dir(arm, seed, cells)
         if not directory.exists():
             return None
         leaves, treedef = jax.tree.flatten(template)
@@ -270,8 +297,14 @@ class RunStore:
 
     def _set_aside(self, directory: Path, epoch: int, why: str) -> None:
         """Removes a damaged checkpoint, saying so: the one before it is tried next."""
-        shutil.rmtree(directory / str(epoch), ignore_errors=True)
+        if self.primary:
+            shutil.rmtree(directory / str(epoch), ignore_errors=True)
         self.log(f"{why}; removed it, trying the one before it")
+
+
+def _part(cells: range | None) -> str:
+    """The file-name suffix of a group of cells (none for a whole grid)."""
+    return "" if cells is None else f"-cells{cells.start}-{cells.stop}"
 
 
 def _plain(leaf: Any) -> Any:

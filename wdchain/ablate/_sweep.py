@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -16,7 +17,7 @@ import jax
 import numpy as np
 
 import wdchain
-from wdchain.ablate import _checks
+from wdchain.ablate import _checks, _distributed, _layout
 from wdchain.ablate._arms import Arm, parse_arm
 from wdchain.ablate._axes import Variant, axis_values, task_for, variants
 from wdchain.ablate._engine import GridProgram, local_mesh
@@ -94,6 +95,8 @@ def sweep(
     on_chunk: Callable[[str, int, int], None] | None = None,
     report: bool = True,
     trajectories: bool = True,
+    layout: str | None = None,
+    cells_per_program: int | None = None,
 ) -> list[dict[str, Any]]:
     """Trains ``task`` for every arm × lr × λ × seed; one row (a dict) per cell.
 
@@ -137,7 +140,18 @@ def sweep(
     call resumes) and raises ``KeyboardInterrupt``; a second one stops at once.
       on_chunk: called as ``on_chunk(arm, seed, epochs)`` after each chunk, with the
         number of epochs it trained (or skipped, on resuming); with ``train_sizes`` or
-        ``widths`` ``arm`` names the point too, e.g. ``"adamw (N=1000)"``.
+        ``widths`` ``arm`` names the point too, e.g. ``"adamw (N=1000)"``. With groups of
+        cells, the epochs count in proportion to the group's share of the grid (a float).
+      layout: how each grid's cells run: ``"vmap"`` (all in one program), ``"groups"``
+        (programs of ``cells_per_program`` cells, one after another), ``"loop"`` (one
+        cell per device at a time), or None: measured before training by a probe that
+        takes at most 10 % of the run's estimated time (:mod:`wdchain.ablate._layout`).
+        The choice is logged and recorded in ``run.json``; the results do not depend on
+        it (to float tolerance).
+      cells_per_program: the most cells one program trains; None: as many as fit in the
+        memory (the compiled program's memory analysis against the device's free
+        memory, or on a CPU the machine's available memory, 25 % kept free). A grid of
+        which not even one cell per device fits is refused before training.
       report: with ``out``, also write what the command line writes: ``summary.md``,
         ``figure2.png`` and ``heatmap_<arm>.png`` (with no "Command:" line).
       trajectories: with ``out`` and ``report``, also retrain each arm's selected cell
@@ -179,10 +193,19 @@ def sweep(
         parallel = (os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
     if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
         raise ValueError(f"sweep: parallel must be an integer ≥ 1, got {parallel!r}")
+    if _distributed.several():
+        # Every process must launch the same programs in the same order: one grid at a
+        # time; only the primary process prints.
+        parallel = 1
+        if not _distributed.primary():
+            log, on_chunk = (lambda line: None), None
     if out is not None and not str(out).strip():
         raise ValueError("sweep: out is empty; give a folder (e.g. 'results'), or None to "
                          "write nothing")
     probe = _checks.check_task(task, seeds)
+    for variant_task in tasks.values():  # another width may have other outputs
+        if variant_task is not task:
+            _checks.check_task(variant_task, seeds)
     _warn_lost_decay(parsed, grids, probe)
     store = None
     if out is not None:
@@ -196,10 +219,12 @@ def sweep(
             config["train_sizes"] = list(sizes)
         if widths is not None:
             config["widths"] = list(widths)
-        store = RunStore(Path(out), config, fresh=fresh, log=log,
-                         lock=jax.process_index() == 0)
+        store = _open_store(Path(out), config, fresh, log)
     try:
-        rows = _sweep(tasks, parsed, seeds, grids, mesh, store, out, parallel, log, on_chunk)
+        plan = functools.partial(_plan, tasks, parsed, seeds, grids, mesh, store, parallel,
+                                 log, layout, cells_per_program)
+        rows = _sweep(tasks, parsed, seeds, grids, mesh, store, out, parallel, log, on_chunk,
+                      plan)
     finally:
         if store is not None:
             store.close()
@@ -227,7 +252,9 @@ def _warn_lost_decay(parsed: Sequence[Arm], grids: dict[str, tuple[np.ndarray, n
 def _sweep(tasks: dict[Variant, Task], parsed: list[Arm], seeds: tuple[int, ...],
            grids: dict[str, tuple[np.ndarray, np.ndarray]], mesh: Any, store: RunStore | None,
            out: str | Path | None, parallel: int, log: Callable[[str], None],
-           on_chunk: Callable[[str, int, int], None] | None) -> list[dict[str, Any]]:
+           on_chunk: Callable[[str, int, int], None] | None,
+           plan: Callable[[dict[Any, GridProgram]], int | None] = lambda programs: None,
+           ) -> list[dict[str, Any]]:
     lock = threading.Lock()
     stop = threading.Event()
 
@@ -261,14 +288,16 @@ def _sweep(tasks: dict[Variant, Task], parsed: list[Arm], seeds: tuple[int, ...]
                 for row in done.get((arm.name, variant, seed), [])]
 
     programs: dict[tuple[str, Variant], GridProgram] = {}
+    cells_per_program = plan(programs) if todo else None
 
     def program_for(arm: Arm, variant: Variant) -> GridProgram:
         with lock:
             if (arm.name, variant) not in programs:
                 cell_lrs, cell_wds = (g.ravel() for g in np.meshgrid(*grids[arm.name],
                                                                       indexing="ij"))
-                programs[arm.name, variant] = GridProgram(tasks[variant], arm, cell_lrs,
-                                                          cell_wds, mesh)
+                programs[arm.name, variant] = GridProgram(
+                    tasks[variant], arm, cell_lrs, cell_wds, mesh,
+                    cells_per_program=cells_per_program)
             return programs[arm.name, variant]
 
     def train(arm: Arm, variant: Variant, seed: int) -> None:
@@ -285,7 +314,7 @@ def _sweep(tasks: dict[Variant, Task], parsed: list[Arm], seeds: tuple[int, ...]
             if store:
                 store.finish(unit, seed, seed_rows)
             done[arm.name, variant, seed] = seed_rows
-            if out is not None:
+            if out is not None and _distributed.primary():
                 write_csv(ordered(), Path(out) / "results.csv")
 
     if todo:
@@ -296,9 +325,31 @@ def _sweep(tasks: dict[Variant, Task], parsed: list[Arm], seeds: tuple[int, ...]
             if failures:  # a fault before an interruption it caused
                 raise min(failures, key=lambda e: isinstance(e, Interrupted))
     rows = ordered()
-    if out is not None:
+    if out is not None and _distributed.primary():
         write_csv(rows, Path(out) / "results.csv")
+    _distributed.barrier("wdchain-sweep-end")
     return rows
+
+
+def _open_store(out: Path, config: dict[str, Any], fresh: bool | str,
+                log: Callable[[str], None]) -> RunStore:
+    """The run's folder: opened (checked, cleared, locked) by the primary process; the
+    others open it once the primary has, and stop with its error if it could not."""
+    if not _distributed.several():
+        return RunStore(out, config, fresh=fresh, log=log)
+    store, error = None, None
+    if _distributed.primary():
+        try:
+            store = RunStore(out, config, fresh=fresh, log=log)
+        except ValueError as failure:
+            error = str(failure)
+    error = _distributed.agree(error)
+    if error is not None:
+        if store is not None:
+            store.close()
+        raise ValueError(error)
+    _distributed.barrier("wdchain-store-open")
+    return store or RunStore(out, config, fresh=fresh, log=log, primary=False)
 
 
 class _nothing:
@@ -313,33 +364,62 @@ def _train(program: GridProgram, arm: Arm, variant: Variant, seed: int,
            store: RunStore | None, log: Callable[[str], None],
            on_chunk: Callable[[str, int, int], None] | None,
            stop: threading.Event | None = None) -> list[dict[str, Any]]:
-    carry = program.initial_carry(seed)
+    whole = len(program.groups) == 1
+    unit = arm.name + variant.key()
+    shown = arm.name + (f" ({variant.label()})" if variant.label() else "")
+    rows: list[dict[str, Any]] = []
+    for group, cells in enumerate(program.groups):
+        part = None if whole else cells
+        share = len(cells) / program.cells
+
+        def progress(epochs: int, share: float = share) -> None:
+            if on_chunk is not None and epochs:
+                on_chunk(shown, seed, epochs if whole else epochs * share)  # type: ignore[arg-type]
+
+        finished = store.finished(unit, seed, part) if store and part else None
+        if finished is not None:
+            progress(program.task.epochs)
+            rows += finished
+            continue
+        group_rows = _train_group(program, arm, variant, seed, group, part, store, log,
+                                  progress, stop)
+        if store is not None and part is not None:
+            store.finish(unit, seed, group_rows, part)
+        rows += group_rows
+    return rows
+
+
+def _train_group(program: GridProgram, arm: Arm, variant: Variant, seed: int, group: int,
+                 part: range | None, store: RunStore | None, log: Callable[[str], None],
+                 progress: Callable[[int], None],
+                 stop: threading.Event | None) -> list[dict[str, Any]]:
+    carry = program.initial_carry(seed, group)
     epoch = 0
     unit = arm.name + variant.key()
+    where = f" ({variant.label()})" if variant.label() else ""
+    what = f"{arm.name}{where} seed {seed}" + (
+        f" cells {part.start}-{part.stop - 1}" if part else "")
     if store is not None:
-        restored = store.restore(unit, seed, carry)
+        restored = store.restore(unit, seed, carry, part)
         if restored is not None:
             epoch, carry = restored
-            where = f" ({variant.label()})" if variant.label() else ""
-            log(f"resumed {arm.name}{where} seed {seed} from its checkpoint after epoch "
-                f"{epoch} of {program.task.epochs}")
-    shown = arm.name + (f" ({variant.label()})" if variant.label() else "")
-    if on_chunk is not None and epoch:
-        on_chunk(shown, seed, epoch)
+            log(f"resumed {what} from its checkpoint after epoch {epoch} "
+                f"of {program.task.epochs}")
+    progress(epoch)
     while epoch < program.task.epochs:
         start = epoch
-        carry, epoch = program.train_chunk(carry, seed, epoch)
+        carry, epoch = program.train_chunk(carry, seed, epoch, group)
         if store is not None and epoch < program.task.epochs:
-            store.save(unit, seed, epoch, carry)
-        if on_chunk is not None:
-            on_chunk(shown, seed, epoch - start)
+            store.save(unit, seed, epoch, carry, part)
+        progress(epoch - start)
         if stop is not None and stop.is_set() and epoch < program.task.epochs:
-            raise Interrupted(f"stopped {unit} seed {seed} after epoch {epoch}")
-    metrics = program.evaluate(carry, seed)
+            raise Interrupted(f"stopped {what} after epoch {epoch}")
+    metrics = program.evaluate(carry, seed, group)
     rows = []
-    for k, (lr, wd) in enumerate(zip(program.cell_lrs, program.cell_weight_decays)):
+    for k, cell in enumerate(program.groups[group]):
         row = dict(zip(CSV_COLUMNS, (
-            arm.name, arm.preconditioner, arm.decay, float(lr), float(wd), seed,
+            arm.name, arm.preconditioner, arm.decay, float(program.cell_lrs[cell]),
+            float(program.cell_weight_decays[cell]), seed,
             *(float(getattr(metrics, field)[k]) for field in (
                 "train_loss", "validation_loss", "validation_error", "test_loss", "test_error")),
             bool(metrics.diverged[k]),
@@ -355,3 +435,46 @@ def with_axes(row: dict[str, Any], axes: dict[str, int]) -> dict[str, Any]:
     items = list(row.items())
     at = [key for key, _ in items].index("seed") + 1
     return dict(items[:at] + list(axes.items()) + items[at:])
+
+
+def _plan(tasks: dict[Variant, Task], parsed: list[Arm], seeds: tuple[int, ...],
+          grids: dict[str, tuple[np.ndarray, np.ndarray]], mesh: Any,
+          store: RunStore | None, parallel: int, log: Callable[[str], None],
+          layout: str | None, cells_per_program: int | None,
+          programs: dict[tuple[str, Variant], GridProgram]) -> int | None:
+    """The cells per program of every arm, chosen by ``_layout.plan`` for the largest arm's
+    grid (of the widest variant), logged and recorded in ``run.json``; its compiled
+    program joins ``programs``."""
+    recorded = _distributed.agree(store.recorded("layout") if store is not None else None)
+    processes = jax.process_count()
+    if isinstance(recorded, dict) and recorded.get("processes", 1) != processes:
+        raise ValueError(
+            f"sweep: the run in this out folder was started with {recorded.get('processes', 1)} "
+            f"process(es) over {recorded.get('devices')} device(s); this one has {processes} "
+            f"over {mesh.devices.size}. Resume it with {recorded.get('processes', 1)} "
+            "process(es) (the checkpoints are laid out for those devices), or start over "
+            "with fresh=True (--fresh)")
+    if layout is None and cells_per_program is None and isinstance(recorded, dict):
+        size = int(recorded["cells_per_program"])
+        log(f"layout {recorded['layout']}, {size} cells per program (as recorded in "
+            "run.json)")
+        if store is not None:
+            store.record({"layout": recorded})
+        return size
+    variant = max(tasks, key=lambda v: (v.width or 0, v.train_size or 0))
+    task = tasks[variant]
+    cells = {arm.name: np.meshgrid(*grids[arm.name], indexing="ij")[0].size for arm in parsed}
+    steps = sum(t.epochs * t.for_seed(seeds[0]).train_steps_per_epoch() for t in tasks.values())
+    largest = max(parsed, key=lambda arm: cells[arm.name])
+    cell_lrs, cell_wds = (g.ravel() for g in np.meshgrid(*grids[largest.name], indexing="ij"))
+    chosen, program = _layout.plan(
+        task, largest, cell_lrs, cell_wds, mesh, layout=layout,
+        cells_per_program=cells_per_program, cell_steps=sum(cells.values()) * len(seeds) * steps,
+        parallel=min(parallel, len(parsed) * len(seeds)), seed=seeds[0], log=log)
+    log(chosen.describe())
+    if store is not None:
+        store.record({"layout": {**chosen.as_json(), "processes": processes,
+                                 "devices": int(mesh.devices.size)}})
+    if program is not None:
+        programs[largest.name, variant] = program
+    return None if chosen.layout == "vmap" else chosen.cells_per_program

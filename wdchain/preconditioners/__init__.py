@@ -18,3 +18,8 @@ from wdchain.preconditioners import adadelta as adadelta
 from wdchain.preconditioners import asgd as asgd
 from wdchain.preconditioners import adafactor as adafactor
 from wdchain.preconditioners import muon as muon
+from wdchain.preconditioners import adopt as adopt
+from wdchain.preconditioners import ademamix as ademamix
+from wdchain.preconditioners import lars as lars
+from wdchain.preconditioners import adan as adan
+from wdchain.preconditioners import schedule_free as schedule_free
