@@ -166,8 +166,8 @@ def time_layouts(task: Task, arm_name: str, cells: int, steps: int, rounds: int,
     seconds = {name: float(np.median(v)) for name, v in samples.items()}
     run_steps = run_epochs * GridProgram(task, arm, lrs[:1], wds[:1], mesh).steps_per_epoch
     start = time.perf_counter()
-    plan = _layout.plan(task, arm, lrs, wds, mesh, layout=None, cells_per_program=None,
-                        cell_steps=len(lrs) * run_steps, parallel=1)
+    plan, _ = _layout.plan(task, arm, lrs, wds, mesh, layout=None, cells_per_program=None,
+                           cell_steps=len(lrs) * run_steps, parallel=1)
     fastest = min(seconds, key=seconds.__getitem__)
     ratios = [s / f for s, f in zip(samples[plan.layout], samples[fastest])]
     return {"cells": len(lrs), "steps": steps, "seconds_per_grid_step": seconds,

@@ -219,3 +219,13 @@ def test_a_train_size_and_width_sweep_writes_the_columns_and_the_scaling_report(
     assert "| adamw, N=200, width=8 |" in summary
     for name in ("scaling_train_size.png", "scaling_width.png", "heatmap_adamw_N200_width8.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_size_missing_a_seed_counts_as_no_optimum_in_that_seed():
+    sizes = (1000, 2000, 4000)
+    star = {("adamw", 1e-2, n): [0.5 - math.log10(n / 1000)] * 2 for n in sizes}
+    rows = [r for r in synthetic_rows(star) if not (r["train_size"] == 4000 and r["seed"] == 1)]
+    grids = [grid for grid, _ in _report.analyse(rows)]
+    (trend,) = _scaling.trends(grids, {"batch_size": 100, "epochs": 10})
+    assert math.isnan(trend.optima[2].per_seed[1]) and trend.slope == pytest.approx(-1.0)
+    assert trend.per_seed_slopes == pytest.approx((-1.0, -1.0))  # seed 1 from two sizes

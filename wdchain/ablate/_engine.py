@@ -229,7 +229,9 @@ class GridProgram:
             loss, metrics = loss_fn(as_called(model, call, None), batch)
             return loss, {"error": loss, **metrics}
 
-        self._init_state = jax.jit(jax.vmap(init))
+        # The state's zeros depend on no input: without out_shardings XLA puts them on
+        # one device, not with their cells.
+        self._init_state = jax.jit(jax.vmap(init), out_shardings=self._cell_sharding)
         self._run_chunk = jax.jit(run_chunk, donate_argnums=(0,))
         self._executables: dict[int, Any] = {}  # compiled ahead of time, by chunk steps
         self.cell_step = cell_step

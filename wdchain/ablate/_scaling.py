@@ -172,15 +172,19 @@ def _trend(arm: str, lr: float, axis: str, others: tuple[tuple[str, int], ...],
            members: list[ArmGrid], info: dict[str, Any],
            schedule: Callable[[int], Callable[[Any], Any]] | None) -> Trend:
     optima = []
+    seeds_all = sorted(set().union(*(grid.seeds for grid in members)))
     for grid in members:
         value = dict(grid.axes)[axis]
         i = int(np.argmin(np.abs(np.log(grid.lrs) - math.log(lr))))
         mean = grid.mean_validation()[i:i + 1]
         mean = np.where(np.isfinite(mean), mean, np.nan)
         log_star, error, interior = row_optima(mean, grid.weight_decays)[0]
-        seeds = [row_optima(np.where(grid.diverged[s, i:i + 1], np.nan,
-                                     grid.validation_error[s, i:i + 1]), grid.weight_decays)[0]
-                 for s in range(len(grid.seeds))]
+        own = {seed: row_optima(np.where(grid.diverged[s, i:i + 1], np.nan,
+                                         grid.validation_error[s, i:i + 1]),
+                                grid.weight_decays)[0]
+               for s, seed in enumerate(grid.seeds)}
+        # A seed missing at this size (a partial run) counts as no optimum there.
+        seeds = [own.get(seed, (math.nan, math.inf, False)) for seed in seeds_all]
         size = value if axis == "train_size" else info.get("train_examples")
         tau = math.nan
         if size and math.isfinite(log_star):
@@ -195,7 +199,7 @@ def _trend(arm: str, lr: float, axis: str, others: tuple[tuple[str, int], ...],
     per_seed = tuple(
         fit_slope(values, [o.per_seed[s] for o in optima],
                   [o.per_seed_interior[s] for o in optima])[0]
-        for s in range(len(members[0].seeds)))
+        for s in range(len(seeds_all)))
     taus = [math.log10(o.tau_epoch) if o.tau_epoch > 0 else math.nan for o in optima]
     tau_slope = fit_slope(values, taus, [o.interior for o in optima])[0]
     return Trend(arm, members[0].decay, float(lr), axis, others, tuple(optima), slope, points,

@@ -118,7 +118,8 @@ def sweep(
       widths: train every grid once per width w, the model built as
         ``task.model(rngs, width=w)``; rows get a ``width`` column.
       devices: the devices to spread each grid's cells over (a 1-D mesh); None: all
-        local devices.
+        devices, those of every process after ``jax.distributed.initialize`` (then every
+        process returns all rows and only process 0 writes files and prints).
       out: a folder: write ``results.csv`` (updated after each arm and seed) and keep
         checkpoints there, so that the same call resumes an interrupted sweep.
       fresh: with ``out``, discard the checkpoints and outputs there and start over,
