@@ -144,10 +144,12 @@ def time_layouts(task: Task, arm_name: str, cells: int, steps: int, rounds: int,
         batches = jax.device_put((x[:steps], y[:steps]), program._replicated)
         carries = [program.initial_carry(0, g) for g in range(len(program.groups))]
         hyper = [program.cell_hyperparams(g) for g in range(len(program.groups))]
+        keys = program.step_keys(0, range(1))[:steps]
 
-        def run(program=program, carries=carries, hyper=hyper, batches=batches) -> None:
+        def run(program=program, carries=carries, hyper=hyper, batches=batches,
+                keys=keys) -> None:
             for g in range(len(program.groups)):
-                carries[g] = program._run_chunk(carries[g], *hyper[g], batches)
+                carries[g] = program._run_chunk(carries[g], *hyper[g], batches, keys)
             jax.block_until_ready(carries)
 
         start = time.perf_counter()
@@ -306,7 +308,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     batches = program.batches(0, range(program.chunk))
     steps = len(batches[0])
     hyper = program.cell_hyperparams()
-    jaxpr = jax.make_jaxpr(program._run_chunk)(carry, *hyper, batches)
+    keys = program.step_keys(0, range(program.chunk))
+    jaxpr = jax.make_jaxpr(program._run_chunk)(carry, *hyper, batches, keys)
     dots = dot_generals(jaxpr.jaxpr)
     flops = sum(dot_flops(lhs, rhs, numbers) * times for lhs, rhs, numbers, times in dots)
     matmuls, matmul_steps = matmul_only(dots, steps)

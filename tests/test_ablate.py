@@ -370,7 +370,8 @@ def test_another_runs_folder_is_refused_and_fresh_replaces_it(tmp_path):
 
 
 def test_a_finished_sweep_run_again_trains_nothing(tmp_path, monkeypatch):
-    args = {"arms": ["adamw"], "lrs": [1e-2], "weight_decays": [1e-3], "out": tmp_path, "log": quiet}
+    args = {"arms": ["adamw"], "lrs": [1e-2], "weight_decays": [1e-3], "out": tmp_path, "log": quiet,
+            "report": False}
     first = sweep(small_digits(), **args)
     monkeypatch.setattr("wdchain.ablate._sweep.GridProgram", None)  # training would crash
     assert sweep(small_digits(), **args) == first

@@ -44,7 +44,8 @@ def _stop_after(chunks: int, then=None):
 
 
 def _run(out, log=None, **kwargs):
-    args = {**ARGS, "log": log or ARGS["log"], "out": out}
+    # report=False: these runs are about the rows and checkpoints, not the figures
+    args = {**ARGS, "log": log or ARGS["log"], "out": out, "report": False}
     return sweep(tiny_task(epochs=kwargs.pop("epochs", EPOCHS)), **{**args, **kwargs})
 
 

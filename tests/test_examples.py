@@ -58,3 +58,40 @@ def test_own_model_example_sweeps_a_batchnorm_dropout_model(tmp_path):
     assert {row["weight_decay"] for row in rows} >= {0.0}
     assert all(0 <= row["test_error"] <= 1 for row in rows if not row["diverged"])
     assert (tmp_path / "figure2.png").exists() and (tmp_path / "summary.md").exists()
+
+
+TINY = {"width": 16, "layers": 1, "context": 8, "batch_size": 16, "characters": 6000}
+
+
+def test_transformer_lm_is_causal_and_decays_only_its_matrices():
+    from flax import nnx
+
+    example = load("transformer_lm")
+    model = example.TransformerLM(nnx.Rngs(0), width=16, layers=2, context=8)
+    codes = np.arange(16).reshape(2, 8) % example.VOCAB
+    changed = codes.copy()
+    changed[:, 5:] = (changed[:, 5:] + 7) % example.VOCAB  # only the future of position 4
+    before, after = np.asarray(model(codes)), np.asarray(model(changed))
+    np.testing.assert_array_equal(before[:, :5], after[:, :5])  # the past never sees it
+    assert not np.allclose(before[:, 5:], after[:, 5:])
+    mask = example.DECAY_MASK(nnx.state(model, nnx.Param))
+    decayed = {"/".join(map(str, path)) for path, keep in nnx.to_flat_state(mask) if keep}
+    assert decayed and all(path.endswith("kernel") for path in decayed)
+    assert "tokens/embedding" not in decayed and "blocks/0/attention/query/kernel" in decayed
+
+
+def test_transformer_lm_sweeps_with_warmup_clipping_and_keeps_its_perplexity(tmp_path):
+    import json
+
+    example = load("transformer_lm")
+    rows = example.main(epochs=1, grid=2, out=tmp_path, **TINY)
+    assert len(rows) == 2 * 2 * 2 and not any(row["diverged"] for row in rows)
+    for row in rows:  # validation has < 1,000 windows: one chunk, so exp(mean loss) exactly
+        assert row["validation_perplexity"] == pytest.approx(np.exp(row["validation_loss"]),
+                                                             rel=1e-5)
+    assert min(row["validation_perplexity"] for row in rows) < example.VOCAB  # beats uniform
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["recipe"]["schedule"] == "warmup_cosine:0.05" and run["recipe"]["clip_norm"] == 1.0
+    summary = (tmp_path / "summary.md").read_text()
+    assert "schedule warmup_cosine:0.05 · clip 1" in summary
+    assert "validation_perplexity, test_perplexity" in summary

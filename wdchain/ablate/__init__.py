@@ -23,11 +23,18 @@ from wdchain.ablate._arms import parse_arm as parse_arm
 from wdchain.ablate._builtin import TASKS as TASKS
 from wdchain.ablate._builtin import LayerNormMLP as LayerNormMLP
 from wdchain.ablate._cli import main as main
+from wdchain.ablate._linen import from_linen as from_linen
 from wdchain.ablate._presets import PRESETS as PRESETS
 from wdchain.ablate._report import CSV_COLUMNS as CSV_COLUMNS
 from wdchain.ablate._report import analyse as analyse
 from wdchain.ablate._report import read_csv as read_csv
 from wdchain.ablate._report import write_report as write_report
+from wdchain.ablate._schedules import constant as constant
+from wdchain.ablate._schedules import cosine as cosine
+from wdchain.ablate._schedules import linear as linear
+from wdchain.ablate._schedules import parse_schedule as parse_schedule
+from wdchain.ablate._schedules import warmup_cosine as warmup_cosine
+from wdchain.ablate._schedules import wsd as wsd
 from wdchain.ablate._sweep import run_info as run_info
 from wdchain.ablate._sweep import sweep as sweep
 from wdchain.ablate._task import VALIDATION_FRACTION as VALIDATION_FRACTION
@@ -45,11 +52,18 @@ __all__ = [
     "Task",
     "analyse",
     "classification_loss",
+    "constant",
+    "cosine",
+    "from_linen",
+    "linear",
     "main",
     "parse_arm",
+    "parse_schedule",
     "read_csv",
     "run_info",
     "sweep",
     "trace",
+    "warmup_cosine",
     "write_report",
+    "wsd",
 ]

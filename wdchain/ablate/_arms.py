@@ -92,14 +92,15 @@ class Arm:
         return np.concatenate([[0.0], grid]) if zero else grid
 
     def optimizer(
-        self, lr: Any, weight_decay: Any, schedule: Any, mask: Any
+        self, lr: Any, weight_decay: Any, schedule: Any, mask: Any, **extra: Any
     ) -> optax.GradientTransformation:
         """The arm's optimizer; ``lr`` and ``weight_decay`` may be traced scalars.
 
         A preconditioner for 2-D leaves only (Muon) runs on the matrices, with Adam on the
-        other leaves (biases, norm scales), under the same placement, lr and λ.
+        other leaves (biases, norm scales), under the same placement, lr and λ. ``extra``
+        are more options of :func:`wdchain.build` (e.g. ``mu_dtype``).
         """
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = dict(extra)
         if REGISTRY[self.preconditioner].matrices_only:
             options["others"] = "adam"
         if self.gate is not None:

@@ -22,6 +22,7 @@ from flax import nnx
 
 import wdchain
 from wdchain.ablate._arms import Arm
+from wdchain.ablate._models import as_called, call_for
 
 PROBE_EXAMPLES = 8  # examples the model and the loss are tried on before training
 _DEFAULT_LOSS = ("the default loss (classification_loss: softmax cross entropy) expects "
@@ -102,7 +103,8 @@ def check_task(task: Any, seeds: Sequence[int]) -> Probe:
     if not isinstance(model, nnx.Module):
         raise TypeError(f"Task: model(rngs) must return an nnx.Module, got {model!r}")
     model.eval()
-    outputs = _check_output(model, batch) if default_loss else None
+    called = as_called(model, call_for(model, task.call), None)  # as evaluation calls it
+    outputs = _check_output(called, batch) if default_loss else None
     for seed in seeds:
         seeded = task.for_seed(seed)
         for split in ("train", "validation", "test"):
@@ -116,10 +118,11 @@ def check_task(task: Any, seeds: Sequence[int]) -> Probe:
             if default_loss:
                 assert outputs is not None
                 _check_labels(split, seed, np.asarray(pair[1]), outputs)
-    metrics = _check_loss(task.loss_fn, model, batch)
+    metrics = _check_loss(task.loss_fn, called, batch)
     params = nnx.state(model, nnx.Param)
     leaves = jax.tree.leaves(params)
-    keeps = jax.tree.leaves(wdchain.decay_mask(params))
+    mask = wdchain.decay_mask if task.mask is None else task.mask
+    keeps = jax.tree.leaves(mask(params) if callable(mask) else mask)
     assert len(keeps) == len(leaves)
     decayed = [jax.ShapeDtypeStruct(np.shape(leaf), leaf.dtype if keep else jnp.float32)
                for leaf, keep in zip(leaves, keeps)]

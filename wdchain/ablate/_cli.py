@@ -6,13 +6,11 @@ import argparse
 import dataclasses
 import importlib
 import math
-import os
 import shlex
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +20,11 @@ from wdchain.ablate._arms import default_grids_text, parse_arm
 from wdchain.ablate._builtin import TASKS
 from wdchain.ablate._interrupt import Interrupted
 from wdchain.ablate._presets import PRESETS
-from wdchain.ablate._report import analyse, write_report
+from wdchain.ablate._outputs import write_outputs
 from wdchain.ablate._resume import CheckpointWriteError
+from wdchain.ablate._schedules import parse_schedule
 from wdchain.ablate._sweep import run_info, sweep
 from wdchain.ablate._task import Task
-from wdchain.ablate._trajectories import trace, write_trajectories
 
 
 def _arms(text: str) -> list[str]:
@@ -75,6 +73,23 @@ def _seeds(text: str) -> tuple[int, ...]:
     if not values:
         raise argparse.ArgumentTypeError("give at least one seed, e.g. --seeds 0,1,2")
     return values
+
+
+def _schedule(text: str) -> Any:
+    try:
+        return parse_schedule(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -150,6 +165,16 @@ def parser() -> argparse.ArgumentParser:
                        help="epochs per cell (overrides the task's)")
     parse.add_argument("--batch-size", type=_int_at_least(1), default=None,
                        help="batch size (overrides the task's)")
+    parse.add_argument("--schedule", type=_schedule, default=None,
+                       help="the lr multiplier η(t) (overrides the task's): cosine | "
+                       "warmup_cosine:0.05 | wsd:0.05:0.2 | linear:0.05 | constant (fractions "
+                       "of the run)")
+    parse.add_argument("--clip-norm", type=_positive, default=None,
+                       help="clip the gradient to this global norm before the optimizer (it "
+                       "sees the loss's gradient, before L2 adds λθ)")
+    parse.add_argument("--accumulate", type=_int_at_least(1), default=None,
+                       help="average the gradients of K micro-batches of batch-size / K "
+                       "examples per step")
     parse.add_argument("--seeds", type=_seeds, nargs="+", default=None,
                        help="seeds, comma- or space-separated, e.g. 0,1,2 or 0 1 2")
     parse.add_argument("--train-sizes", type=_sizes, default=None,
@@ -274,6 +299,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         task = dataclasses.replace(task, epochs=args.epochs or preset.epochs)
     if args.batch_size is not None:
         task = dataclasses.replace(task, batch_size=args.batch_size)
+    recipe = {name: value for name, value in (("schedule", args.schedule),
+              ("clip_norm", args.clip_norm), ("accumulate", args.accumulate))
+              if value is not None}
+    if recipe:
+        try:
+            task = dataclasses.replace(task, **recipe)
+        except (TypeError, ValueError) as error:
+            parse.error(str(error))
     arms = args.arms or list(preset.arms)
     seeds = args.seeds or preset.seeds
     grid_size = args.grid_size or preset.grid_size
@@ -303,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         try:
             rows = sweep(task, arms=arms, lrs=lrs, weight_decays=wds, seeds=seeds,
-                         train_sizes=sizes, widths=widths,
+                         train_sizes=sizes, widths=widths, report=False,
                          out=args.out, fresh=args.fresh, grid_size=grid_size,
                          layout=args.layout, cells_per_program=args.cells_per_program,
                          log=lambda line: tqdm.write(line, file=sys.stderr), on_chunk=on_chunk)
@@ -324,21 +357,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         return  # the primary process writes the outputs
     info: dict[str, Any] = run_info(task, seeds, len(jax.devices()))
     info["command"] = command
-    summary = write_report(rows, args.out, info)
-    written = "results.csv, summary.md, figure2.png"
-    written += "".join(f", {path.name}" for path in sorted(args.out.glob("scaling_*.png")))
     if not args.no_trajectories and (sizes or widths):
         print("trajectories skipped: the run has a train-size or width axis", file=sys.stderr)
-    elif not args.no_trajectories:
-        selected = [(grid.arm, m.selected_lr, m.selected_weight_decay)
-                    for grid, m in analyse(rows) if np.isfinite(m.selected_lr)]
-        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # one cell each: ~1 core
-            futures = {arm: pool.submit(trace, task, parse_arm(arm), lr, wd, seeds[0])
-                       for arm, lr, wd in selected}
-            traces = {arm: future.result() for arm, future in futures.items()}
-        write_trajectories(traces, info, args.out)
-        written += ", trajectories.png"
+    summary, written = write_outputs(task, rows, info, args.out,
+                                     trajectories=not args.no_trajectories)
     print(summary)
     count = len(arms) * variants
     heatmaps = f"{count} heatmap{'s' if count != 1 else ''}"
-    print(f"wrote {written} and {heatmaps} to {args.out}/")
+    print(f"wrote {', '.join(written)} and {heatmaps} to {args.out}/")

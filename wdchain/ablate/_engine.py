@@ -39,9 +39,11 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-import wdchain
+from wdchain.ablate import _step
 from wdchain.ablate import _distributed
 from wdchain.ablate._arms import Arm
+from wdchain.ablate._models import as_called, call_for, first_difference, structure
+from wdchain.ablate._schedules import cosine
 from wdchain.ablate._checks import check_batch
 from wdchain.ablate._convolutions import canonical_convolutions
 from wdchain.ablate._task import Task
@@ -52,20 +54,14 @@ PER_CELL_BATCH_BYTES = 64 * 2**20  # the most a step's per-cell batch copies may
 
 
 def cosine_multiplier(total_steps: int) -> Callable[[Any], jax.Array]:
-    """η(t) = (1 + cos(π·t / T)) / 2: the schedule's multiplier, 1 at the start, 0 at T.
+    """η(t) = (1 + cos(π·t / T)) / 2: the default schedule's multiplier (``cosine()(T)``).
 
     Example:
       >>> eta = cosine_multiplier(10)
       >>> float(eta(0)), float(eta(5)), float(eta(10))
       (1.0, 0.5, 0.0)
     """
-
-    def eta(count: Any) -> jax.Array:
-        progress = jnp.minimum(count, total_steps) / total_steps
-        return 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
-
-    eta.wdchain_name = f"cosine(T={total_steps})"  # type: ignore[attr-defined]
-    return eta
+    return cosine()(total_steps)
 
 
 def chunk_epochs(epochs: int) -> int:
@@ -83,7 +79,11 @@ class Carry(NamedTuple):
 
 
 class Metrics(NamedTuple):
-    """Final metrics of one seed, one entry per cell."""
+    """Final metrics of one seed, one entry per cell.
+
+    ``extra`` holds the loss's other metrics, ``validation_<name>`` and
+    ``test_<name>`` for each metric besides ``error``.
+    """
 
     train_loss: np.ndarray
     validation_loss: np.ndarray
@@ -91,6 +91,7 @@ class Metrics(NamedTuple):
     test_loss: np.ndarray
     test_error: np.ndarray
     diverged: np.ndarray
+    extra: dict[str, np.ndarray] = {}
 
 
 def local_mesh(devices: Sequence[Any] | None) -> Mesh:
@@ -145,7 +146,7 @@ class GridProgram:
         self._tasks: dict[int, Task] = {}
         self.steps_per_epoch = self.task_for(0).train_steps_per_epoch()
         self.total_steps = task.epochs * self.steps_per_epoch
-        self.schedule = cosine_multiplier(self.total_steps)
+        self.schedule = task.schedule_fn(self.total_steps)
         self.chunk = chunk_epochs(task.epochs)
         self._cell_sharding = NamedSharding(mesh, PartitionSpec("cells"))
         self._replicated = NamedSharding(mesh, PartitionSpec())
@@ -158,21 +159,21 @@ class GridProgram:
         return self._tasks[seed]
 
     def optimizer(self, lr: Any, weight_decay: Any) -> optax.GradientTransformation:
-        """The arm's optimizer for one cell: cosine schedule, biases and norms not decayed."""
-        return self.arm.optimizer(lr, weight_decay, self.schedule, wdchain.decay_mask)
+        """The arm's optimizer for one cell: the Task's schedule, clipping and decay mask
+        (by default biases and norms are not decayed)."""
+        return _step.optimizer(self.task, self.arm, lr, weight_decay, self.schedule)
 
     def _model_state(self, seed: int) -> tuple[Any, Any]:
         """The seed's initial (params, other state), checked to match the program's."""
         model = self.task.model(nnx.Rngs(seed))
         model.train()
         _, params, rest = _split(model)
-        # The states' paths, shapes and dtypes, not the graphs: a graph holds the module's
-        # static attributes, e.g. a functools.partial (Flax's MNIST example keeps
-        # ``partial(nnx.avg_pool, ...)``), which never compares equal to another's.
-        if _structure((params, rest)) != self._train_structure:
+        found = structure(params, rest)
+        if found != self._structure:
             raise ValueError(
-                f"Task: model(nnx.Rngs({seed})) builds a module of another structure than "
-                "model(nnx.Rngs(0)); the model must not depend on the seed except by its RNGs"
+                f"Task: model(nnx.Rngs({seed})) has other variables than model(nnx.Rngs(0)): "
+                f"{first_difference(self._structure, found)}; the model must not depend on "
+                "the seed except by its RNGs"
             )
         return params, rest
 
@@ -180,54 +181,53 @@ class GridProgram:
         model = self.task.model(nnx.Rngs(0))
         if not isinstance(model, nnx.Module):
             raise TypeError(f"Task: model(rngs) must return an nnx.Module, got {model!r}")
+        self.call = call_for(model, self.task.call)
         model.train()
-        self._train_graph: Any = _split(model)[0]
-        self._train_structure = _structure(_split(model)[1:])
+        graph, params, rest = _split(model)
+        self._train_graph: Any = graph
+        self._structure = structure(params, rest)
         model.eval()
         self._eval_graph: Any = _split(model)[0]
         loss_fn = self.task.loss_fn
-        train_graph, eval_graph = self._train_graph, self._eval_graph
+        eval_graph, call = self._eval_graph, self.call
         make_tx = self.optimizer
+        gradient = _step.gradient(self.task, self._train_graph, call)
 
-        def cell_step(params, opt_state, rest, lr, weight_decay, batch):
-            def loss_of(p):
-                # Fresh Variables for this trace: BatchNorm and RNG streams mutate them.
-                model = nnx.merge(train_graph, p, jax.tree.map(lambda leaf: leaf, rest))
-                loss, _ = loss_fn(model, batch)
-                return loss, _split(model)[2]
-
-            (loss, rest), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+        def cell_step(params, opt_state, rest, lr, weight_decay, batch, key=None):
+            loss, grads, rest = gradient(params, rest, batch, key)
             updates, opt_state = make_tx(lr, weight_decay).update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, rest, loss
 
         if jax.default_backend() == "cpu":  # see wdchain.ablate._convolutions
             cell_step = canonical_convolutions(cell_step)
 
-        shared_batch_step = jax.vmap(cell_step, in_axes=(0, 0, 0, 0, 0, None))
-        per_cell_batch_step = jax.vmap(cell_step, in_axes=(0, 0, 0, 0, 0, 0))
+        shared_batch_step = jax.vmap(cell_step, in_axes=(0, 0, 0, 0, 0, None, None))
+        per_cell_batch_step = jax.vmap(cell_step, in_axes=(0, 0, 0, 0, 0, 0, None))
         cells = self.padded
 
-        def run_chunk(carry: Carry, lrs, weight_decays, batches) -> Carry:
+        def run_chunk(carry: Carry, lrs, weight_decays, batches, keys) -> Carry:
             per_cell = (batch_per_cell(batches, cells) if self.per_cell_batch is None
                         else self.per_cell_batch)
             grid_step = per_cell_batch_step if per_cell else shared_batch_step
 
-            def body(carry: Carry, batch):
+            def body(carry: Carry, step):
+                batch, key = step
                 if per_cell:
                     batch = _broadcast_cells(batch, cells)
                 params, opt_state, rest, loss = grid_step(
-                    carry.params, carry.opt_state, carry.rest, lrs, weight_decays, batch)
+                    carry.params, carry.opt_state, carry.rest, lrs, weight_decays, batch, key)
                 return Carry(params, opt_state, rest,
                              carry.diverged | ~jnp.isfinite(loss)), None
 
-            return jax.lax.scan(body, carry, batches)[0]
+            return jax.lax.scan(body, carry, (batches, keys))[0]
 
         def init(params, lr, weight_decay):
             return make_tx(lr, weight_decay).init(params)
 
         def cell_eval(params, rest, batch):
-            loss, metrics = loss_fn(nnx.merge(eval_graph, params, rest), batch)
-            return loss, metrics.get("error", loss)
+            model = nnx.merge(eval_graph, params, rest)
+            loss, metrics = loss_fn(as_called(model, call, None), batch)
+            return loss, {"error": loss, **metrics}
 
         # The state's zeros depend on no input: without out_shardings XLA puts them on
         # one device, not with their cells.
@@ -310,11 +310,17 @@ class GridProgram:
                      group: int) -> tuple[Carry, int]:
         epochs = range(first_epoch, min(first_epoch + self.chunk, self.task.epochs))
         batches = _distributed.put(self.batches(seed, epochs), self._replicated)
+        keys = self.step_keys(seed, epochs)
         lrs, weight_decays = self.cell_hyperparams(group)
         run = self._executables.get(len(batches[0]), self._run_chunk)
-        carry = run(carry, lrs, weight_decays, batches)
+        carry = run(carry, lrs, weight_decays, batches, keys)
         jax.block_until_ready(carry)
         return carry, epochs.stop
+
+    def step_keys(self, seed: int, epochs: range) -> Any:
+        """The PRNG keys of the steps of ``epochs`` (for a model called with its RNGs)."""
+        steps = range(epochs.start * self.steps_per_epoch, epochs.stop * self.steps_per_epoch)
+        return _distributed.put(_step.step_keys(seed, steps), self._replicated)
 
     def compile_chunk(self, seed: int) -> Any:
         """The first chunk's program compiled ahead of time, kept for training (its
@@ -327,11 +333,13 @@ class GridProgram:
                                          sharding=self._cell_sharding)
             self._executables[steps] = self._run_chunk.lower(
                 self.carry_shapes(seed), hyper, hyper,
-                _with_sharding(batches, self._replicated)).compile()
+                _with_sharding(batches, self._replicated),
+                self.step_keys(seed, epochs)).compile()
         return self._executables[steps]
 
     def evaluate(self, carry: Carry, seed: int, group: int = 0) -> Metrics:
-        """Loss and error on each split, per cell of ``group`` (the padding dropped).
+        """Loss and error on each split, per cell of ``group`` (the padding dropped), and
+        the loss's other metrics on validation and test.
 
         A cell whose training loss was ever non-finite, or whose final losses are,
         is diverged: its losses and errors are NaN, never a number read as an error.
@@ -343,26 +351,31 @@ class GridProgram:
         train = validation if callable(task.train) else self._evaluate_split(
             carry, task.train, real)
         diverged = _distributed.to_host(carry.diverged)[:real]
-        values = [train[0], *validation, *test]
+        values = [train["loss"], validation["loss"], validation["error"], test["loss"],
+                  test["error"]]
         diverged = diverged | ~np.all([np.isfinite(v) for v in values], axis=0)
         train_loss, validation_loss, validation_error, test_loss, test_error = (
             np.where(diverged, np.nan, v) for v in values)
+        extra = {f"{split}_{name}": np.where(diverged, np.nan, means[name])
+                 for split, means in (("validation", validation), ("test", test))
+                 for name in means if name not in ("loss", "error")}
         return Metrics(train_loss, validation_loss, validation_error, test_loss, test_error,
-                       diverged)
+                       diverged, extra)
 
-    def _evaluate_split(self, carry: Carry, split: Any,
-                        real: int) -> tuple[np.ndarray, np.ndarray]:
+    def _evaluate_split(self, carry: Carry, split: Any, real: int) -> dict[str, np.ndarray]:
+        """Per cell: the mean loss (``loss``) and each metric over the split, in chunks of
+        ``EVAL_BATCH`` examples (a chunk's mean weighted by its size)."""
         x, y = split
         size = len(x)
-        loss_sum = np.zeros(self.padded)
-        error_sum = np.zeros(self.padded)
+        sums: dict[str, np.ndarray] = {}
         for start in range(0, size, EVAL_BATCH):
             part = (np.asarray(x[start:start + EVAL_BATCH]), np.asarray(y[start:start + EVAL_BATCH]))
-            loss, error = self._evaluate(carry.params, carry.rest,
-                                         _distributed.put(part, self._replicated))
-            loss_sum += _distributed.to_host(loss).astype(np.float64) * len(part[0])
-            error_sum += _distributed.to_host(error).astype(np.float64) * len(part[0])
-        return loss_sum[:real] / size, error_sum[:real] / size
+            loss, metrics = self._evaluate(carry.params, carry.rest,
+                                           _distributed.put(part, self._replicated))
+            for name, value in {"loss": loss, **metrics}.items():
+                sums[name] = sums.get(name, 0.0) + (
+                    _distributed.to_host(value).astype(np.float64) * len(part[0]))
+        return {name: total[:real] / size for name, total in sums.items()}
 
 
 def batch_per_cell(batches: Any, cells: int) -> bool:
@@ -378,16 +391,7 @@ def batch_per_cell(batches: Any, cells: int) -> bool:
     return step_bytes * cells <= PER_CELL_BATCH_BYTES
 
 
-def _split(model: nnx.Module) -> tuple[Any, Any, Any]:
-    """(graph, params, everything else) of a module."""
-    graph, params, rest = nnx.split(model, nnx.Param, ...)  # type: ignore[misc]
-    return graph, params, rest
-
-
-def _structure(tree: Any) -> tuple[Any, list[tuple[tuple[int, ...], Any]]]:
-    """A tree's structure with each leaf's shape and dtype."""
-    leaves, treedef = jax.tree.flatten(tree)
-    return treedef, [(np.shape(leaf), getattr(leaf, "dtype", None)) for leaf in leaves]
+_split = _step.split
 
 
 def _with_sharding(tree: Any, sharding: Any) -> Any:

@@ -88,11 +88,26 @@ def _draw_lambda_star(ax: Any, grid: ArmGrid, measures: ArmMeasures) -> None:
 
 
 def provenance(info: dict[str, Any]) -> str:
-    """One line: task, model, epochs, seeds, wdchain version."""
+    """One line: task, model, epochs, the recipe (schedule, clipping, accumulation), seeds,
+    wdchain version."""
     seeds = ",".join(str(s) for s in info.get("seeds", ()))
     return (f"task {info.get('task')} · model {info.get('model')} · {info.get('epochs')} epochs"
-            f" · batch {info.get('batch_size')} · seeds {seeds} · selection on validation"
-            f" · wdchain {info.get('version')}")
+            f" · batch {info.get('batch_size')}{recipe_text(info.get('recipe'))} · seeds {seeds}"
+            f" · selection on validation · wdchain {info.get('version')}")
+
+
+def recipe_text(recipe: dict[str, Any] | None) -> str:
+    """`` · schedule cosine`` and the options that differ from the defaults, or ''."""
+    if not recipe:
+        return ""
+    text = f" · schedule {recipe.get('schedule', 'cosine')}"
+    if recipe.get("clip_norm") is not None:
+        text += f" · clip {recipe['clip_norm']:g}"
+    if recipe.get("accumulate", 1) != 1:
+        text += f" · accumulate {recipe['accumulate']}"
+    if recipe.get("moments_dtype"):
+        text += f" · moments {recipe['moments_dtype']}"
+    return text
 
 
 def figure2(grids: Sequence[ArmGrid], measures: Sequence[ArmMeasures], info: dict[str, Any],

@@ -153,14 +153,16 @@ class _Probe:
         self.batches = _distributed.put((x[:steps], y[:steps]), program._replicated)
         self.steps = steps
         self.hyper = program.cell_hyperparams()
-        self.compiled = program._run_chunk.lower(self.carry, *self.hyper, self.batches).compile()
+        self.keys = program.step_keys(seed, range(1))[:steps]
+        self.compiled = program._run_chunk.lower(self.carry, *self.hyper, self.batches,
+                                                 self.keys).compile()
         self.compile_seconds = time.perf_counter() - start
 
     def seconds_per_cell_step(self) -> float:
         """Runs the program twice; the second run's time per cell and step."""
         for _ in range(2):
             start = time.perf_counter()
-            self.carry = self.compiled(self.carry, *self.hyper, self.batches)
+            self.carry = self.compiled(self.carry, *self.hyper, self.batches, self.keys)
             jax.block_until_ready(self.carry)
             seconds = time.perf_counter() - start
         return seconds / (self.steps * self.program.padded)

@@ -36,22 +36,31 @@ _FLOATS = ("lr", "weight_decay", "train_loss", "validation_loss", "validation_er
            "test_loss", "test_error")
 
 
+def metric_columns(rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """The loss's other metrics (``validation_<name>``, ``test_<name>``), in the order the
+    rows hold them."""
+    fixed = set(CSV_COLUMNS) | set(AXIS_COLUMNS)
+    return tuple(dict.fromkeys(key for row in rows for key in row if key not in fixed))
+
+
 def csv_columns(rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
-    """``CSV_COLUMNS``, with ``train_size`` and ``width`` after ``seed`` when rows have them."""
+    """``CSV_COLUMNS``, with ``train_size`` and ``width`` after ``seed`` when rows have them,
+    then one column per other metric of the loss."""
     extra = [name for name in AXIS_COLUMNS if any(name in row for row in rows)]
     at = CSV_COLUMNS.index("seed") + 1
-    return (*CSV_COLUMNS[:at], *extra, *CSV_COLUMNS[at:])
+    return (*CSV_COLUMNS[:at], *extra, *CSV_COLUMNS[at:], *metric_columns(rows))
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    """One row per arm × lr × λ × seed (× size × width), the columns of :func:`csv_columns`."""
+    """One row per arm × lr × λ × seed (× size × width), the columns of :func:`csv_columns`
+    (written atomically)."""
     columns = csv_columns(rows)
     temporary = path.with_name(path.name + ".tmp")
     with temporary.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(columns)
         for row in rows:
-            writer.writerow([_format(row[column]) for column in columns])
+            writer.writerow([_format(row.get(column, math.nan)) for column in columns])
     os.replace(temporary, path)
 
 
@@ -63,13 +72,15 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-def read_csv(path: Path) -> list[dict[str, Any]]:
-    """The rows of a ``results.csv``, typed as :func:`wdchain.ablate.sweep` returns them."""
-    with path.open(newline="") as file:
+def read_csv(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``results.csv``, typed as :func:`wdchain.ablate.sweep` returns them
+    (the loss's other metrics, in columns after ``CSV_COLUMNS``, as floats)."""
+    with Path(path).open(newline="") as file:
         rows = list(csv.DictReader(file))
     for row in rows:
-        for column in _FLOATS:
-            row[column] = float(row[column])
+        for column in row:
+            if column in _FLOATS or column not in (*CSV_COLUMNS, *AXIS_COLUMNS):
+                row[column] = float(row[column])
         row["seed"] = int(row["seed"])
         for column in AXIS_COLUMNS:
             if column in row:
@@ -131,11 +142,10 @@ def summary_markdown(rows: Sequence[dict[str, Any]], info: dict[str, Any],
     test_size = int(info.get("test_examples") or 0)
     on_loss = info.get("selection") == "loss"
     measure_name = "loss (%)" if on_loss else "error"
-    lines = [
-        "# Weight-decay ablation: learning rate × weight decay",
-        "",
-        f"Command: `{info.get('command', '')}`",
-        "",
+    lines = ["# Weight-decay ablation: learning rate × weight decay", ""]
+    if info.get("command"):
+        lines += [f"Command: `{info['command']}`", ""]
+    lines += [
         _figures.provenance(info) + f" · {info.get('environment', '')}".rstrip(" ·"),
         "",
         ("Hyperparameters are selected on the validation split (seed-mean error); the test "
@@ -166,6 +176,10 @@ def summary_markdown(rows: Sequence[dict[str, Any]], info: dict[str, Any],
             f"{_pm(m.regret_mean, m.regret_std, 100, 1, False)} | {gap} | "
             f"{m.diverged_cells} / {m.cells} |"
         )
+    extra = metric_columns(rows)
+    if extra:
+        lines += ["", "The loss's other metrics are in results.csv, one column each: "
+                  + ", ".join(extra) + "."]
     lines += ["", "## What this run shows", "", *findings(analysed, test_size),
               *lost_decay_findings(analysed, info.get("decay_dtype")), ""]
     for axis, title in _AXIS_TITLES.items():
@@ -355,8 +369,14 @@ _SCALING_MEASURES = [
 ]
 
 
-def write_report(rows: Sequence[dict[str, Any]], out: Path, info: dict[str, Any]) -> str:
-    """Writes summary.md, figure2.png and heatmap_<arm>.png; returns the summary."""
+def write_report(rows: Sequence[dict[str, Any]], out: str | Path,
+                 info: dict[str, Any]) -> str:
+    """Writes summary.md, figure2.png and heatmap_<arm>.png into ``out`` (created if need
+    be); returns the summary. ``info`` is :func:`wdchain.ablate.run_info`'s, with a
+    ``command`` to print (none is printed without one)."""
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     analysed = analyse(rows)
     grids = [grid for grid, _ in analysed]
     measures = [m for _, m in analysed]

@@ -60,7 +60,8 @@ def _seeds(seeds: Any) -> tuple[int, ...]:
 
 
 def run_info(task: Task, seeds: Sequence[int], devices: int | None = None) -> dict[str, Any]:
-    """What :func:`write_report` prints as provenance: task, model, epochs, seeds, version."""
+    """What :func:`write_report` prints as provenance: task, model, epochs, seeds, version,
+    the training recipe and what the selection uses."""
     devices = len(jax.local_devices()) if devices is None else devices
     first = task.for_seed(seeds[0])
     assert first.validation is not None
@@ -71,7 +72,7 @@ def run_info(task: Task, seeds: Sequence[int], devices: int | None = None) -> di
         "train_examples": None if callable(first.train) else len(first.train[0]),
         "validation_examples": len(first.validation[0]), "test_examples": len(first.test[0]),
         "environment": f"jax {jax.__version__}, {jax.default_backend()} × {devices}",
-        "selection": probe.selection,
+        "selection": probe.selection, "recipe": task.recipe(),
         "decay_dtype": _checks.low_precision_dtype(probe.decayed),
     }
 
@@ -92,6 +93,8 @@ def sweep(
     parallel: int | None = None,
     log: Callable[[str], None] | None = None,
     on_chunk: Callable[[str, int, int], None] | None = None,
+    report: bool = True,
+    trajectories: bool = True,
     layout: str | None = None,
     cells_per_program: int | None = None,
 ) -> list[dict[str, Any]]:
@@ -150,13 +153,20 @@ def sweep(
         memory (the compiled program's memory analysis against the device's free
         memory, or on a CPU the machine's available memory, 25 % kept free). A grid of
         which not even one cell per device fits is refused before training.
+      report: with ``out``, also write what the command line writes: ``summary.md``,
+        ``figure2.png`` and ``heatmap_<arm>.png`` (with no "Command:" line).
+      trajectories: with ``out`` and ``report``, also retrain each arm's selected cell
+        (first seed) with diagnostics: ``trajectories.csv`` and ``trajectories.png``
+        (skipped when the sweep has a train-size or width axis).
 
     Returns:
       A list of dicts with the keys of ``CSV_COLUMNS``: ``arm`` (the name given),
       ``preconditioner``, ``decay``, ``lr``, ``weight_decay``, ``seed``, ``train_loss``,
       ``validation_loss``, ``validation_error``, ``test_loss``, ``test_error`` (errors
       as fractions in [0, 1]; NaN for a diverged cell) and ``diverged``; with
-      ``train_sizes`` or ``widths``, also ``train_size`` or ``width`` (after ``seed``).
+      ``train_sizes`` or ``widths``, also ``train_size`` or ``width`` (after ``seed``);
+      then one key per other metric of the loss on validation and test,
+      ``validation_<name>`` and ``test_<name>`` (e.g. ``validation_perplexity``).
     """
     if not isinstance(task, Task):
         raise TypeError(f"sweep: task must be a wdchain.ablate.Task, got {task!r}")
@@ -203,7 +213,7 @@ def sweep(
         config = {
             "task": task.name, "model": task.label, "epochs": task.epochs,
             "batch_size": task.batch_size, "seeds": list(seeds), **fingerprint(task),
-            "arms": [arm.name for arm in parsed], "wdchain": wdchain.__version__,
+            "recipe": task.recipe(), "arms": [arm.name for arm in parsed], "wdchain": wdchain.__version__,
             "grids": {name: [list(map(float, g)) for g in pair] for name, pair in grids.items()},
         }
         if sizes is not None:
@@ -214,11 +224,17 @@ def sweep(
     try:
         plan = functools.partial(_plan, tasks, parsed, seeds, grids, mesh, store, parallel,
                                  log, layout, cells_per_program)
-        return _sweep(tasks, parsed, seeds, grids, mesh, store, out, parallel, log, on_chunk,
+        rows = _sweep(tasks, parsed, seeds, grids, mesh, store, out, parallel, log, on_chunk,
                       plan)
     finally:
         if store is not None:
             store.close()
+    if out is not None and report:
+        from wdchain.ablate._outputs import write_outputs
+
+        write_outputs(task, rows, run_info(task, seeds, mesh.devices.size), out,
+                      trajectories=trajectories)
+    return rows
 
 
 def _warn_lost_decay(parsed: Sequence[Arm], grids: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -408,7 +424,7 @@ def _train_group(program: GridProgram, arm: Arm, variant: Variant, seed: int, gr
             *(float(getattr(metrics, field)[k]) for field in (
                 "train_loss", "validation_loss", "validation_error", "test_loss", "test_error")),
             bool(metrics.diverged[k]),
-        )))
+        ))) | {name: float(values[k]) for name, values in metrics.extra.items()}
         rows.append(with_axes(row, variant.columns()))
     return rows
 

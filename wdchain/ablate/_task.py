@@ -9,6 +9,7 @@ on the validation split; the test split is only reported.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -17,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+
+from wdchain.ablate._schedules import Schedule, check_schedule, cosine, schedule_name
 
 Arrays = tuple[Any, Any]
 LossFn = Callable[[nnx.Module, Arrays], tuple[jax.Array, dict[str, jax.Array]]]
@@ -67,7 +70,7 @@ class Task:
         of scalar metrics (means over the batch). Selection uses ``metrics["error"]``
         when it is there, the loss otherwise. Default: :func:`classification_loss`.
       batch_size: examples per step; the last partial batch of an epoch is dropped.
-      epochs: passes over ``train`` (the cosine schedule spans all of them).
+      epochs: passes over ``train`` (the schedule spans all of them).
       name: shown in reports and figures.
       model_name: shown in reports and figures (default: the model's name).
       splits: for tasks that re-split their data per seed (the built-in ones):
@@ -75,6 +78,30 @@ class Task:
         that seed. ``None``: the same splits for every seed.
       steps_per_epoch: with a batch function for ``train``, the number of batches it
         yields per epoch (needed to lay out the schedule); ignored for arrays.
+      schedule: the learning-rate multiplier η(t) of every cell, a callable
+        ``total_steps -> (step -> multiplier)``: :func:`wdchain.ablate.cosine` (None, the
+        default), ``warmup_cosine(warmup)``, ``wsd(warmup, decay)``, ``linear(warmup)``,
+        ``constant()`` or one of your own. lr_t = lr·η_t, and the ``independent`` and
+        ``corrected`` decays follow η_t.
+      clip_norm: None, or clip the gradient to this global norm before the optimizer
+        (``optax.clip_by_global_norm``). Clipping sees the loss's gradient *before* an
+        ``l2`` arm adds λθ to it, so it never clips the decay.
+      accumulate: k ≥ 1: each optimizer step averages the gradients of k micro-batches of
+        ``batch_size / k`` examples (``batch_size`` must be a multiple of k), for batches
+        that do not fit. Without batch statistics this equals ``accumulate=1`` to float
+        tolerance; BatchNorm sees micro-batches.
+      call: how the model is called, ``call(model, x, rngs) -> outputs``, when it needs
+        more than ``model(x)``. None: ``model(x)``, or ``model(x, rngs=rngs)`` when the
+        model's ``__call__`` takes an ``rngs`` argument (the Flax examples' Dropout style).
+        ``rngs`` is an ``nnx.Rngs`` made for each training step from the seed and the
+        step (every cell of a seed gets the same one, as they share the batch), and
+        ``None`` in evaluation (the model is in ``eval()`` mode).
+      mask: which parameters are decayed: a tree of booleans, or a function of the
+        params returning one. None: :func:`wdchain.decay_mask` (not biases or norm
+        scales); e.g. ``wdchain.decay_mask_with(embeddings=False)`` also spares
+        embedding tables.
+      moments_dtype: the dtype of the optimizer's moments (``mu_dtype`` and ``nu_dtype``
+        of the arms that have them, e.g. ``jnp.bfloat16``); None: the params' dtype.
 
     With arrays, a seed changes the initialisation, the batch order and the Dropout
     RNGs (and, with ``splits``, the split).
@@ -91,6 +118,12 @@ class Task:
     model_name: str | None = None
     splits: Callable[[int], tuple[Arrays, Arrays, Arrays]] | None = None
     steps_per_epoch: int | None = None
+    schedule: Schedule | None = None
+    clip_norm: float | None = None
+    accumulate: int = 1
+    call: Callable[[nnx.Module, Any, Any], Any] | None = None
+    mask: Any = None
+    moments_dtype: Any = None
 
     def __post_init__(self) -> None:
         if not callable(self.model):
@@ -98,10 +131,11 @@ class Task:
                 f"Task: model must be a callable rngs -> nnx.Module (e.g. the model's class), "
                 f"got {self.model!r}"
             )
-        for field in ("batch_size", "epochs"):
+        for field in ("batch_size", "epochs", "accumulate"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
                 raise ValueError(f"Task: {field} must be an integer ≥ 1, got {value!r}")
+        _check_recipe(self)
         if callable(self.train):
             if self.validation is None:
                 raise ValueError(
@@ -118,6 +152,18 @@ class Task:
             if value is None or (field == "train" and callable(value)):
                 continue
             _check_split(field, value)
+
+    @property
+    def schedule_fn(self) -> Schedule:
+        """The schedule, :func:`wdchain.ablate.cosine` by default."""
+        return self.schedule or cosine()
+
+    def recipe(self) -> dict[str, Any]:
+        """The training recipe as reports state it (schedule, clipping, accumulation)."""
+        return {"schedule": schedule_name(self.schedule_fn), "clip_norm": self.clip_norm,
+                "accumulate": self.accumulate,
+                "moments_dtype": None if self.moments_dtype is None
+                else str(np.dtype(self.moments_dtype))}
 
     @property
     def loss_fn(self) -> LossFn:
@@ -153,6 +199,30 @@ class Task:
                 "examples; lower batch_size"
             )
         return steps
+
+
+def _check_recipe(task: Task) -> None:
+    if task.schedule is not None:
+        check_schedule(task.schedule)
+    clip = task.clip_norm
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, int | float)
+                             or not math.isfinite(clip) or clip <= 0):
+        raise ValueError(f"Task: clip_norm must be None or a finite number > 0 (the global "
+                         f"norm to clip the gradient to), got {clip!r}")
+    if task.batch_size % task.accumulate:
+        raise ValueError(
+            f"Task: accumulate={task.accumulate} must divide batch_size={task.batch_size} "
+            f"(each step averages {task.accumulate} micro-batches of batch_size / accumulate "
+            "examples); choose a divisor of batch_size")
+    if task.call is not None and not callable(task.call):
+        raise TypeError(f"Task: call must be a callable (model, x, rngs) -> outputs, got "
+                        f"{task.call!r}")
+    if task.moments_dtype is not None:
+        try:
+            np.dtype(task.moments_dtype)
+        except TypeError:
+            raise TypeError(f"Task: moments_dtype must be a dtype (e.g. jnp.bfloat16), got "
+                            f"{task.moments_dtype!r}") from None
 
 
 def _check_split(field: str, value: Any) -> None:

@@ -21,6 +21,7 @@ import optax
 from flax import nnx
 
 import wdchain
+from wdchain.ablate import _step
 from wdchain.ablate._arms import Arm
 from wdchain.ablate._engine import GridProgram, _split, local_mesh
 from wdchain.ablate._task import Task
@@ -41,23 +42,20 @@ def trace(task: Task, arm: Arm, lr: float, weight_decay: float, seed: int = 0
                           local_mesh(jax.local_devices()[:1]))
     tx = program.optimizer(lr, weight_decay)
     plain_arm = dataclasses.replace(arm, decay="none", gate=None)
-    plain = None if arm.toward is not None else plain_arm.optimizer(
-        lr, 0.0, program.schedule, wdchain.decay_mask)
+    plain = None if arm.toward is not None else _step.optimizer(
+        task, plain_arm, lr, 0.0, program.schedule)
     model = task.model(nnx.Rngs(seed))
     model.train()
     graph, params, rest = _split(model)
-    groups = jax.tree.map(lambda keep: GROUP if keep else "other", wdchain.decay_mask(params))
-    loss_fn = task.loss_fn
+    mask = wdchain.decay_mask if task.mask is None else task.mask
+    mask_tree = mask(params) if callable(mask) else mask
+    groups = jax.tree.map(lambda keep: GROUP if keep else "other", mask_tree)
+    gradient = _step.gradient(task, graph, program.call)
 
-    def step(carry, batch):
+    def step(carry, inputs):
         params, opt_state, rest = carry
-
-        def loss_of(p):
-            model = nnx.merge(graph, p, jax.tree.map(lambda leaf: leaf, rest))
-            loss, _ = loss_fn(model, batch)
-            return loss, _split(model)[2]
-
-        (_, rest), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+        batch, key = inputs
+        _, grads, rest = gradient(params, rest, batch, key)
         updates, new_state = tx.update(grads, opt_state, params)
         undecayed = None if plain is None else plain.update(grads, opt_state, params)[0]
         stats = wdchain.decay_diagnostics(params, updates, grads, undecayed=undecayed,
@@ -70,7 +68,9 @@ def trace(task: Task, arm: Arm, lr: float, weight_decay: float, seed: int = 0
     carry = (params, tx.init(params), rest)
     means: dict[str, list[float]] = {}
     for epoch in range(task.epochs):
-        carry, stats = epoch_fn(carry, program.batches(seed, range(epoch, epoch + 1)))
+        steps = range(epoch * program.steps_per_epoch, (epoch + 1) * program.steps_per_epoch)
+        carry, stats = epoch_fn(carry, (program.batches(seed, range(epoch, epoch + 1)),
+                                        _step.step_keys(seed, steps)))
         for key, values in stats.items():
             means.setdefault(key, []).append(float(np.mean(values)))
     return {key: np.asarray(means[key]) for key in METRICS if key in means}
