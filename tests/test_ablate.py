@@ -94,6 +94,40 @@ def test_a_grid_cell_equals_the_same_training_written_with_nnx_optimizer(per_cel
     assert grid.validation_loss[0] != grid.validation_loss[1]  # the cells differ
 
 
+def test_a_schedule_free_cell_is_evaluated_at_its_average_x_not_at_y():
+    """Oracle: the same training by hand with nnx.Optimizer, evaluated at
+    schedule_free_eval_params(state, params) (x); evaluating at y gives another loss."""
+    task = small_digits(epochs=1)
+    program = GridProgram(task, parse_arm("schedule_free_adam-decoupled"), np.array([1e-2]),
+                          np.array([1e-2]), local_mesh(None))
+    carry, _ = program.train_chunk(program.initial_carry(seed=0), 0, 0)
+    grid = program.evaluate(carry, 0)
+
+    model = task.model(nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, program.optimizer(1e-2, 1e-2), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, optimizer, x, y):
+        grads = nnx.grad(lambda m: task.loss_fn(m, (x, y))[0])(model)
+        optimizer.update(model, grads)
+
+    for x, y in zip(*program.batches(0, range(1))):
+        step(model, optimizer, x, y)
+    model.eval()
+    validation = tuple(jnp.asarray(a) for a in program.task_for(0).validation)
+    at_y = task.loss_fn(model, validation)[0]
+    def pure(tree):
+        return jax.tree.map(lambda v: v[...], tree, is_leaf=lambda v: isinstance(v, nnx.Variable))
+
+    params = nnx.state(model, nnx.Param)
+    x = wdchain.schedule_free_eval_params(pure(optimizer.opt_state), pure(params))
+    nnx.replace_by_pure_dict(params, nnx.to_pure_dict(x))
+    nnx.update(model, params)
+    at_x = task.loss_fn(model, validation)[0]
+    np.testing.assert_allclose(grid.validation_loss[0], at_x, rtol=2e-5)
+    assert abs(float(at_x) - float(at_y)) > 1e-3 * abs(float(at_x))  # y would be wrong
+
+
 def test_cells_get_their_own_batch_on_a_cpu_unless_the_copies_are_large():
     from wdchain.ablate._engine import PER_CELL_BATCH_BYTES, batch_per_cell
 

@@ -39,6 +39,7 @@ import optax
 
 from wdchain import _recipe
 from wdchain.types import (
+    EvalParamsFn,
     Factory,
     LearningRateFn,
     Options,
@@ -77,6 +78,10 @@ class Preconditioner:
       tail: ``tail(options)`` → transforms after the independent decay (they see the
         final update).
       wrap: ``wrap(tx, options, lr)`` → a transformation wrapping the whole chain.
+      eval_params: ``eval_params(opt_state, params)`` → the parameters a model is
+        evaluated at, for a preconditioner whose trained iterate is not its answer
+        (schedule-free's average x); None: the parameters themselves. The ablation
+        runner evaluates every cell at them.
       learning_rate: ``learning_rate(lr, options)`` → the lr_t the learning-rate step
         uses (Adagrad's ``lr_decay``, ASGD's η_t); None: lr itself.
       eta: ``eta(η, options)`` → the multiplier of the independent placement, from the
@@ -99,6 +104,7 @@ class Preconditioner:
     inside: SlotFactory | None = None
     tail: SlotFactory | None = None
     wrap: WrapFn | None = None
+    eval_params: EvalParamsFn | None = None
     learning_rate: LearningRateFn | None = None
     eta: Callable[[Any, Options], Any] | None = None
     lr_span: tuple[float, float] = (-3.5, -1.0)
@@ -279,6 +285,7 @@ def register_preconditioner(
     replace: bool = False,
     eta: Callable[[Any, Options], Any] | None = None,
     hints: Mapping[str, str] | None = None,
+    eval_params: EvalParamsFn | None = None,
 ) -> Preconditioner:
     r"""Makes ``name`` a preconditioner of :func:`wdchain.build`, with every decay axis.
 
@@ -314,6 +321,8 @@ def register_preconditioner(
       replace: replace an entry of the same name (refused otherwise).
       eta: ``eta(η, options)`` → the independent placement's multiplier.
       hints: advice shown when an unknown option of this name is given.
+      eval_params: ``eval_params(opt_state, params)`` → the parameters to evaluate a
+        model at (schedule-free's average x); the ablation runner uses it.
 
     Returns:
       The new :class:`Preconditioner`, which ``wdchain.registry.REGISTRY[name]`` holds.
@@ -346,6 +355,7 @@ def register_preconditioner(
                             f"got {factory!r}")
     for field, value in (("check", check), ("second_moment", second_moment),
                          ("inside", inside), ("tail", tail), ("wrap", wrap),
+                         ("eval_params", eval_params),
                          ("learning_rate", learning_rate), ("eta", eta)):
         _check_callable(name, field, value)
     for field, flag in (("adaptive", adaptive), ("matrices_only", matrices_only),
@@ -383,7 +393,7 @@ def register_preconditioner(
     entry = Preconditioner(
         name=name, factory=factory, options=MappingProxyType(defaults),
         check=check or _no_check, adaptive=adaptive, second_moment=second_moment,
-        inside=inside, tail=tail, wrap=wrap, learning_rate=learning_rate, eta=eta,
+        inside=inside, tail=tail, wrap=wrap, eval_params=eval_params, learning_rate=learning_rate, eta=eta,
         lr_span=span, summary=summary or _first_line(factory), torch=torch, alias=alias,
         matrices_only=matrices_only, hints=MappingProxyType(dict(hints or {})),
         takes_learning_rate=takes_lr,

@@ -48,4 +48,6 @@ SecondMomentFn = Callable[[tuple[Any, ...], Options], Any]
 divides the step, read from the preconditioner slot's new states."""
 
 WrapFn = Callable[[optax.GradientTransformation, Options, Any], optax.GradientTransformation]
+# eval_params(opt_state, params) -> the parameters to evaluate a model at (an average).
+EvalParamsFn = Callable[[Any, Any], Any]
 """``wrap(tx, options, lr)`` → a transformation that wraps the whole built chain."""

@@ -47,6 +47,7 @@ from wdchain.ablate._schedules import cosine
 from wdchain.ablate._checks import check_batch
 from wdchain.ablate._convolutions import canonical_convolutions
 from wdchain.ablate._task import Task
+from wdchain.registry import REGISTRY
 
 EVAL_BATCH = 1000
 CHECKPOINTS_PER_RUN = 10
@@ -224,7 +225,11 @@ class GridProgram:
         def init(params, lr, weight_decay):
             return make_tx(lr, weight_decay).init(params)
 
-        def cell_eval(params, rest, batch):
+        evaluated_at = REGISTRY[self.arm.preconditioner].eval_params
+
+        def cell_eval(params, opt_state, rest, batch):
+            if evaluated_at is not None:  # e.g. schedule-free: its average x, not y
+                params = evaluated_at(opt_state, params)
             model = nnx.merge(eval_graph, params, rest)
             loss, metrics = loss_fn(as_called(model, call, None), batch)
             return loss, {"error": loss, **metrics}
@@ -235,7 +240,7 @@ class GridProgram:
         self._run_chunk = jax.jit(run_chunk, donate_argnums=(0,))
         self._executables: dict[int, Any] = {}  # compiled ahead of time, by chunk steps
         self.cell_step = cell_step
-        self._evaluate = jax.jit(jax.vmap(cell_eval, in_axes=(0, 0, None)))
+        self._evaluate = jax.jit(jax.vmap(cell_eval, in_axes=(0, 0, 0, None)))
 
     # -- data ------------------------------------------------------------------------
     def batches(self, seed: int, epochs: range) -> tuple[np.ndarray, np.ndarray]:
@@ -370,7 +375,7 @@ class GridProgram:
         sums: dict[str, np.ndarray] = {}
         for start in range(0, size, EVAL_BATCH):
             part = (np.asarray(x[start:start + EVAL_BATCH]), np.asarray(y[start:start + EVAL_BATCH]))
-            loss, metrics = self._evaluate(carry.params, carry.rest,
+            loss, metrics = self._evaluate(carry.params, carry.opt_state, carry.rest,
                                            _distributed.put(part, self._replicated))
             for name, value in {"loss": loss, **metrics}.items():
                 sums[name] = sums.get(name, 0.0) + (

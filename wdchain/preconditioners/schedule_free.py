@@ -341,6 +341,7 @@ def _wrap(tx: optax.GradientTransformation, options: Options,
 register_preconditioner(
     "schedule_free_adam", _slot, check=check_options, adaptive=True,
     second_moment=adam.second_moment, learning_rate=_learning_rate, wrap=_wrap,
+    eval_params=schedule_free_eval_params,
     lr_span=(-3.5, -1.0),
     summary="schedule-free AdamW (Defazio et al. 2024): Adam without momentum, its "
             "iterate averaged; decay_at y (Defazio's, optax's), z or x; "
