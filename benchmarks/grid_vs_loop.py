@@ -41,7 +41,7 @@ def train(program, seed=0):
 def loop(program, lrs, wds):
     losses = []
     for lr, wd in zip(lrs, wds):
-        program.lrs, program.weight_decays = (np.array([v], np.float32) for v in (lr, wd))
+        program.lrs, program.weight_decays = (np.array([[v]], np.float32) for v in (lr, wd))
         losses.append(train(program)[0])
     return np.array(losses)
 
@@ -51,7 +51,7 @@ class BakedProgram(GridProgram):
 
     def optimizer(self, lr, weight_decay):
         del lr, weight_decay
-        return super().optimizer(float(self.lrs[0]), float(self.weight_decays[0]))
+        return super().optimizer(float(self.lrs[0, 0]), float(self.weight_decays[0, 0]))
 
 
 def main():
