@@ -19,8 +19,8 @@ import numpy as np
 from wdchain.ablate._arms import default_grids_text, parse_arm
 from wdchain.ablate._builtin import TASKS
 from wdchain.ablate._interrupt import Interrupted
-from wdchain.ablate._presets import PRESETS
 from wdchain.ablate._outputs import write_outputs
+from wdchain.ablate._presets import PRESETS
 from wdchain.ablate._resume import CheckpointWriteError
 from wdchain.ablate._schedules import parse_schedule
 from wdchain.ablate._sweep import run_info, sweep

@@ -39,13 +39,12 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from wdchain.ablate import _step
-from wdchain.ablate import _distributed
+from wdchain.ablate import _distributed, _step
 from wdchain.ablate._arms import Arm
-from wdchain.ablate._models import as_called, call_for, first_difference, structure
-from wdchain.ablate._schedules import cosine
 from wdchain.ablate._checks import check_batch
 from wdchain.ablate._convolutions import canonical_convolutions
+from wdchain.ablate._models import as_called, call_for, first_difference, structure
+from wdchain.ablate._schedules import cosine
 from wdchain.ablate._task import Task
 from wdchain.registry import REGISTRY
 

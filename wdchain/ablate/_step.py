@@ -20,10 +20,10 @@ import optax
 from flax import nnx
 
 import wdchain
-from wdchain.registry import REGISTRY
 from wdchain.ablate._arms import Arm
 from wdchain.ablate._models import CallFn, as_called
 from wdchain.ablate._task import Task
+from wdchain.registry import REGISTRY
 
 MOMENT_DTYPES = ("mu_dtype", "nu_dtype")
 
