@@ -229,3 +229,24 @@ def test_a_size_missing_a_seed_counts_as_no_optimum_in_that_seed():
     (trend,) = _scaling.trends(grids, {"batch_size": 100, "epochs": 10})
     assert math.isnan(trend.optima[2].per_seed[1]) and trend.slope == pytest.approx(-1.0)
     assert trend.per_seed_slopes == pytest.approx((-1.0, -1.0))  # seed 1 from two sizes
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_presets_grids_name_every_arm_so_the_runner_takes_them(name):
+    """The runner refuses a grid mapping that lacks an arm; a preset must never be refused
+    (the default preset's command is the README's main job)."""
+    from wdchain.ablate._checks import check_grid_mapping
+
+    preset = PRESETS[name]
+    check_grid_mapping("lrs", preset.lrs, preset.arms)
+    check_grid_mapping("weight_decays", preset.weight_decays, preset.arms)
+
+
+def test_the_default_presets_adamw_grid_is_the_arms_default():
+    from wdchain.ablate._arms import parse_arm
+
+    grids = PRESETS["default"].weight_decays
+    assert isinstance(grids, dict)
+    np.testing.assert_allclose(grids["adamw-independent"],
+                               parse_arm("adamw-independent").default_weight_decays(8))
+    assert max(grids["adam-l2"]) == pytest.approx(10.0)  # one decade past the default's 1

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from wdchain.ablate._arms import parse_arm
+
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
@@ -33,7 +35,10 @@ PRESETS = {
         epochs=50,
         # Adam + L2's good region is a diagonal that ran past the corner of the arm's
         # default λ grid (10^-6 … 1): one decade more puts its end inside.
-        weight_decays={"adam-l2": tuple(np.logspace(-6.0, 1.0, 9))},
+        # A mapping names every arm's grid (a missing arm is refused): AdamW's is its default.
+        weight_decays={"adam-l2": tuple(np.logspace(-6.0, 1.0, 9)),
+                       "adamw-independent": tuple(
+                           parse_arm("adamw-independent").default_weight_decays(8))},
         about="the headline in minutes: Adam + L2 against AdamW with the paper's scaling on "
         "MNIST-1D, 4 seeds, 8 × 9 and 8 × 8 grids, 50 epochs",
     ),
