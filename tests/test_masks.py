@@ -9,6 +9,7 @@ masked-out leaves with ``weight_decay=0``), fed the same gradients.
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any
 
 import flax.linen as nn
@@ -401,3 +402,30 @@ def test_decay_mask_on_a_tree_with_nothing_to_decay_warns() -> None:
     params = {"bias": jnp.ones(3), "scale": jnp.ones(3)}
     with pytest.warns(UserWarning, match="reaches no leaf"):
         wdchain.adamw(weight_decay=0.1, mask=wdchain.decay_mask).init(params)
+
+
+def test_muon_with_others_warns_only_when_no_part_decays() -> None:
+    """Muon's build partitions the tree (matrices / the rest); decay_mask leaves the rest's
+    biases alone, which is not "nothing decays". A mask selecting nothing: one warning."""
+    params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+
+    def make(mask: Any) -> Any:
+        return wdchain.build("muon", others="adam", decay="independent", weight_decay=0.1,
+                             mask=mask)
+
+    make(wdchain.decay_mask).init(params)  # filterwarnings = error: a warning fails
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make(lambda p: jax.tree.map(lambda _: False, p)).init(params)
+    assert [str(w.message).split(":")[0] for w in caught] == ["build"]
+    assert "reaches no leaf" in str(caught[0].message)
+
+
+def test_a_traced_weight_decay_says_nothing_at_init() -> None:
+    """Under vmap over a grid's λ (the runner), a cell's λ may be 0: no warning from init."""
+    params = {"w": jnp.ones((2, 2))}
+
+    def init(weight_decay: Any) -> Any:
+        return wdchain.adamw(weight_decay=weight_decay, mask={"w": False}).init(params)
+
+    jax.vmap(init)(jnp.array([0.0, 0.1]))  # filterwarnings = error: a warning fails

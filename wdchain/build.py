@@ -14,6 +14,7 @@ from its entry in :mod:`wdchain.registry`; the decay slots are :func:`wdchain.de
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -48,8 +49,29 @@ def _with_others(entry: _registry.Preconditioner, others: Any, common: dict[str,
                          "give one that takes every leaf, e.g. others='adam'")
     matrices = build(entry.name, **common, **options)
     rest = build(other.name, **common)
-    tx = optax.partition({"matrices": matrices, "others": rest}, _matrix_labels)
+    tx = _nothing_decays_said_once(
+        optax.partition({"matrices": matrices, "others": rest}, _matrix_labels))
     return _recipe.label(tx, *(_recipe.recipe(matrices) or ()))
+
+
+def _nothing_decays_said_once(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``optax.partition`` inits each part on its own leaves: a part whose leaves the mask
+    leaves alone (the biases and norms under ``decay_mask``) is not "nothing decays". The
+    warning is given once, and only when no part decays anything."""
+
+    def init(params: Any) -> Any:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            state = tx.init(params)
+        nothing = [w for w in caught if "reaches no leaf" in str(w.message)]
+        passed_on = [w for w in caught if w not in nothing]
+        if nothing and len(nothing) == 2:  # both parts: nothing decays at all
+            passed_on.append(nothing[0])
+        for caught_warning in passed_on:
+            warnings.warn(caught_warning.message, stacklevel=2)
+        return state
+
+    return tx._replace(init=init)
 
 
 def _matrix_labels(params: Any) -> Any:

@@ -73,7 +73,10 @@ def add_decay_term(u: jax.Array, p: jax.Array, coefficient: Any, target: Any = N
 
 
 def _warn_if_nothing_decays(where: str, weight_decay: Any, mask: Any, params: Any) -> None:
-    """Warns (at init) when λ is not zero but the mask selects no float leaf."""
+    """Warns (at init) when λ is not zero but the mask selects no float leaf. A traced λ
+    (a grid's cell under ``vmap``) may be zero: its caller knows, so nothing is said."""
+    if isinstance(weight_decay, jax.core.Tracer):
+        return
     try:
         masks = _tree.resolve_mask(where, mask, params)
     except Exception:  # a callable mask that needs concrete params: its update will say
