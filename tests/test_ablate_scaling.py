@@ -250,3 +250,26 @@ def test_the_default_presets_adamw_grid_is_the_arms_default():
     np.testing.assert_allclose(grids["adamw-independent"],
                                parse_arm("adamw-independent").default_weight_decays(8))
     assert max(grids["adam-l2"]) == pytest.approx(10.0)  # one decade past the default's 1
+
+
+def test_tau_epoch_follows_the_runs_recorded_schedule_and_is_undefined_for_an_unknown_one():
+    """τ_epoch is computed under the schedule the run trained with (run.json's recipe):
+    constant gives 1/(η·λ)·B/N, cosine twice that; a user's callable, known only by its
+    name, leaves τ_epoch NaN rather than assume cosine."""
+    star = {("adamw", 1e-2, n): [0.0 - math.log10(n / 1000)] for n in (1000, 2000)}
+    grids = [grid for grid, _ in _report.analyse(synthetic_rows(star))]
+    info = {"batch_size": 100, "epochs": 10}
+
+    def taus(schedule_name):
+        (trend,) = _scaling.trends(grids, {**info, "recipe": {"schedule": schedule_name}})
+        return [o.tau_epoch for o in trend.optima]
+
+    constant, cosine = taus("constant"), taus("cosine")
+    n, lam = 1000, 10.0 ** _scaling.trends(grids, info)[0].optima[0].log_lambda
+    # AdamW (torch-scaled): per-step rate lr·λ·η_t; τ_iter = 1/(lr·λ); τ_epoch = τ_iter·B/N.
+    assert constant[0] == pytest.approx(1 / (1e-2 * lam) * 100 / n, rel=0.05)
+    assert cosine[0] == pytest.approx(2 * constant[0], rel=0.1)
+    assert taus("cosine") == pytest.approx(_scaling.trends(grids, info)[0].optima and
+                                           [o.tau_epoch for o in
+                                            _scaling.trends(grids, info)[0].optima])
+    assert all(math.isnan(t) for t in taus("my_schedule"))

@@ -37,6 +37,7 @@ import numpy as np
 
 from wdchain._timescales import integrated_decay, timescale_in_epochs
 from wdchain.ablate._analysis import ArmGrid, row_optima
+from wdchain.ablate._schedules import parse_schedule
 
 TIMESCALE_DECAYS = ("decoupled", "independent", "constant", "corrected")
 CONSTANT_TAU = 0.5
@@ -149,8 +150,14 @@ def trends(grids: Sequence[ArmGrid], info: dict[str, Any], axis: str = "train_si
     """λ* along ``axis`` per arm, lr and point of the other axes (see the module).
 
     ``info`` gives ``batch_size`` and ``epochs`` (and ``train_examples``, the training
-    set's size, when the axis is not the size) for τ_epoch.
+    set's size, when the axis is not the size) for τ_epoch, and the run's schedule
+    (``info["recipe"]["schedule"]``); a schedule that is not a built-in one (a callable
+    of the user's, known here only by its name) leaves τ_epoch undefined (NaN), never
+    computed under another schedule.
     """
+    known = True
+    if schedule is None:
+        schedule, known = _schedule_of(info)
     groups: dict[tuple[str, tuple[tuple[str, int], ...]], list[ArmGrid]] = {}
     for grid in grids:
         values = dict(grid.axes)
@@ -164,13 +171,23 @@ def trends(grids: Sequence[ArmGrid], info: dict[str, Any], axis: str = "train_si
         if len(members) < 2:
             continue
         for lr in members[0].lrs:
-            out.append(_trend(arm, lr, axis, others, members, info, schedule))
+            out.append(_trend(arm, lr, axis, others, members, info, schedule, known))
     return out
+
+
+def _schedule_of(info: dict[str, Any]) -> tuple[Any, bool]:
+    """The run's schedule from its recorded name (cosine when none is recorded)."""
+    name = (info.get("recipe") or {}).get("schedule", "cosine")
+    try:
+        return parse_schedule(str(name)), True
+    except ValueError:
+        return None, False
 
 
 def _trend(arm: str, lr: float, axis: str, others: tuple[tuple[str, int], ...],
            members: list[ArmGrid], info: dict[str, Any],
-           schedule: Callable[[int], Callable[[Any], Any]] | None) -> Trend:
+           schedule: Callable[[int], Callable[[Any], Any]] | None,
+           known: bool = True) -> Trend:
     optima = []
     seeds_all = sorted(set().union(*(grid.seeds for grid in members)))
     for grid in members:
@@ -187,7 +204,7 @@ def _trend(arm: str, lr: float, axis: str, others: tuple[tuple[str, int], ...],
         seeds = [own.get(seed, (math.nan, math.inf, False)) for seed in seeds_all]
         size = value if axis == "train_size" else info.get("train_examples")
         tau = math.nan
-        if size and math.isfinite(log_star):
+        if size and known and math.isfinite(log_star):
             tau = tau_epoch(grid.decay, float(lr), 10.0 ** log_star, train_size=int(size),
                             batch_size=int(info["batch_size"]), epochs=int(info["epochs"]),
                             schedule=schedule)
