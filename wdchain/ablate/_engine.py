@@ -369,16 +369,19 @@ class GridProgram:
             run = self._executables.get(len(batches[0]), self._run_chunk)
         else:
             batches = _distributed.put(self.joined_batches(seeds, epochs), self._replicated)
-            keys = jnp.stack([self.step_keys(s, epochs) for s in seeds], axis=1)
+            keys = self.step_keys(seeds, epochs)
             run = self._run_joined
         carry = run(carry, lrs, weight_decays, batches, keys)
         jax.block_until_ready(carry)
         return carry, epochs.stop
 
-    def step_keys(self, seed: int, epochs: range) -> Any:
-        """The PRNG keys of the steps of ``epochs`` (for a model called with its RNGs)."""
+    def step_keys(self, seed: int | Sequence[int], epochs: range) -> Any:
+        """The PRNG keys of the steps of ``epochs`` (for a model called with its RNGs):
+        (steps,), or (steps, seeds) for a tuple of seeds."""
         steps = range(epochs.start * self.steps_per_epoch, epochs.stop * self.steps_per_epoch)
-        return _distributed.put(_step.step_keys(seed, steps), self._replicated)
+        keys = (_step.step_keys(seed, steps) if isinstance(seed, int | np.integer) else
+                jnp.stack([_step.step_keys(s, steps) for s in seed], axis=1))
+        return _distributed.put(keys, self._replicated)
 
     def compile_chunk(self, seed: int) -> Any:
         """The first chunk's program compiled ahead of time, kept for training (its

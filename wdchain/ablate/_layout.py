@@ -181,8 +181,7 @@ class _Probe:
         self.batches = _distributed.put((x[:steps], y[:steps]), program._replicated)
         self.steps = steps
         self.hyper = program.cell_hyperparams(0, self.seeds)
-        keys = [program.step_keys(s, range(1))[:steps] for s in seeds]
-        self.keys = jax.numpy.stack(keys, axis=1) if joined else keys[0]
+        self.keys = program.step_keys(seed, range(1))[:steps]
         run = program._run_joined if joined else program._run_chunk
         self.compiled = run.lower(self.carry, *self.hyper, self.batches, self.keys).compile()
         self.compile_seconds = time.perf_counter() - start
@@ -347,8 +346,10 @@ def _estimated_seconds(program: GridProgram, memory: _Memory, cell_steps: float,
     batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), memory.batch)
     scalar = jax.ShapeDtypeStruct((), np.float32)
     try:
+        # With a step key: a model that draws Dropout from the step's RNGs needs one.
         analysis: Any = jax.jit(program.cell_step).lower(
-            one.params, one.opt_state, one.rest, scalar, scalar, batch).cost_analysis()
+            one.params, one.opt_state, one.rest, scalar, scalar, batch,
+            jax.random.key(0)).cost_analysis()
         flops = float(analysis["flops"])
     except Exception:  # noqa: BLE001 - backends without the analysis
         return math.inf
