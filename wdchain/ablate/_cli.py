@@ -199,6 +199,10 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument("--cells-per-program", type=_int_at_least(1), default=None,
                        help="the most cells one program trains (default: as many as fit in "
                        "memory, from the compiled program's memory analysis)")
+    parse.add_argument("--seeds-per-program", type=_int_at_least(1), default=None,
+                       help="the seeds one program trains joined, cells × seeds (default: "
+                       "measured on a GPU or TPU when they fit; 1 on a CPU, where one seed "
+                       "at a time is faster)")
     parse.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                        help="one process of a multi-process run: the coordinator's address "
                        "(jax.distributed.initialize's coordinator_address); give "
@@ -349,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                          train_sizes=sizes, widths=widths, report=False,
                          out=args.out, fresh=args.fresh, grid_size=grid_size,
                          layout=args.layout, cells_per_program=args.cells_per_program,
+                         seeds_per_program=args.seeds_per_program,
                          log=lambda line: tqdm.write(line, file=sys.stderr), on_chunk=on_chunk)
         except Interrupted:
             bar.close()
