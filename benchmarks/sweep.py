@@ -216,13 +216,14 @@ def main_joined_seeds(args: argparse.Namespace) -> dict[str, Any]:
     task = dataclasses.replace(TASKS[args.task](), epochs=10 * args.epochs)  # chunks of epochs
     seeds = tuple(range(args.joined_seeds))
 
+    program = GridProgram(task, arm, lrs, wds, local_mesh(None))  # as sweep: one per arm
+
     def runner(jobs: list[tuple[int, ...]], threads: int) -> Any:
         """Trains one chunk of each job (a tuple of seeds), ``threads`` programs at once."""
-        programs = [GridProgram(task, arm, lrs, wds, local_mesh(None)) for _ in jobs]
-        carries = [program.initial_carry(job) for program, job in zip(programs, jobs)]
+        carries = [program.initial_carry(job) for job in jobs]
 
         def train(i: int) -> None:
-            carries[i], _ = programs[i].train_chunk(carries[i], jobs[i], 0)
+            carries[i], _ = program.train_chunk(carries[i], jobs[i], 0)
 
         def run() -> None:
             with ThreadPoolExecutor(threads) as pool:
@@ -242,8 +243,7 @@ def main_joined_seeds(args: argparse.Namespace) -> dict[str, Any]:
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)
-    one = GridProgram(task, arm, lrs[:1], wds[:1], local_mesh(None))
-    steps = one.chunk * one.steps_per_epoch
+    steps = program.chunk * program.steps_per_epoch
     cell_steps = {name: copies * len(seeds) * len(lrs) * steps
                   for name, (_, copies) in ways.items()}
     per = {name: [t / cell_steps[name] for t in values] for name, values in times.items()}
@@ -361,6 +361,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="time K seeds joined in one program against one seed per "
                         "program instead")
     args = parser.parse_args(argv)
+    if args.joined_seeds is not None and args.joined_seeds < 2:
+        parser.error("--joined-seeds must be ≥ 2 (the seeds joined in one program)")
     if args.layouts or args.joined_seeds:
         figures = main_layouts(args) if args.layouts else main_joined_seeds(args)
         if args.json:
