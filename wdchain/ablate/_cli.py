@@ -252,9 +252,19 @@ class _ChunkLines:
         self.done += epochs
         elapsed = time.monotonic() - self.start
         left = elapsed / self.done * (self.total - self.done) if self.done else math.nan
-        print(f"{arm} seed {seed}: epoch {epoch}/{of} · {_clock(elapsed)} elapsed · "
-              f"~{_clock(left)} left ({self.done}/{self.total} epochs)",
+        print(f"{arm} seed {seed}: epoch {_epochs(epoch)}/{of} · {_clock(elapsed)} elapsed · "
+              f"~{_clock(left)} left ({_epochs(self.done)}/{self.total} epochs)",
               file=sys.stderr, flush=True)
+
+
+def _epochs(count: float) -> str:
+    """Epochs to one decimal (a group of a grid's cells counts as a fraction of an epoch).
+
+    Example:
+      >>> _epochs(12), _epochs(5.333333333333334), _epochs(8.000000000000002)
+      ('12', '5.3', '8')
+    """
+    return f"{count:.1f}".removesuffix(".0")
 
 
 def _clock(seconds: float) -> str:

@@ -315,7 +315,8 @@ def plan(task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray, mesh:
             reason = (f"probed up to {size} cells within {PROBE_SHARE:.0%} of the run's "
                       f"estimated {best * cell_steps:.0f} s; the fastest per cell")
             break
-    fastest = min(times, key=times.__getitem__)
+    # A grid of 36 cells in groups of 16 trains 3 groups of 16: time the padding too.
+    fastest = min(times, key=lambda size: times[size] * padded_cells(size, cells, devices))
     every = len(run_seeds)
     if (seeds_per_program is None and every > 1 and jax.default_backend() in JOIN_BACKENDS
             and fastest * every <= memory.fit and not _distributed.agree(
@@ -337,6 +338,18 @@ def check_seeds_per_program(seeds_per_program: Any) -> None:
             or not isinstance(seeds_per_program, int | np.integer) or seeds_per_program < 1):
         raise ValueError(f"sweep: seeds_per_program must be an integer ≥ 1 (1: one seed at a "
                          f"time) or None (measured), got {seeds_per_program!r}")
+
+
+def padded_cells(size: int, cells: int, devices: int) -> int:
+    """Cell slots trained for ``cells`` cells in programs of ``size`` (every group has the
+    same size, rounded up to a multiple of the devices).
+
+    Example:
+      >>> padded_cells(16, 36, 1), padded_cells(36, 36, 1), padded_cells(3, 8, 2)
+      (48, 36, 12)
+    """
+    size = min(size, cells)
+    return math.ceil(cells / size) * math.ceil(size / devices) * devices
 
 
 def _estimated_seconds(program: GridProgram, memory: _Memory, cell_steps: float,
