@@ -111,10 +111,10 @@ class Plan:
             probe += f", seeds joined {1e3 * self.joined_seconds_per_cell_step:.2f} ms"
         probed = f"; per cell-step: {probe} (probe {self.probe_seconds:.1f} s)" if probe else ""
         return (f"layout {self.layout}, {self.cells_per_program} cells per program"
-                f"{seeds_text(self.seeds_per_program)}: {self.reason}{probed}")
+                f"{joined_text(self.seeds_per_program)}: {self.reason}{probed}")
 
 
-def seeds_text(seeds_per_program: int) -> str:
+def joined_text(seeds_per_program: int) -> str:
     """`` × 3 seeds`` for seeds joined in one program, nothing for one seed."""
     return f" × {seeds_per_program} seeds" if seeds_per_program > 1 else ""
 
