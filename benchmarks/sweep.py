@@ -27,9 +27,18 @@ transformer on MNIST-1D. Each layout trains ``--steps`` steps of every cell per 
 rounds alternate the layouts and medians are reported, with the layout the runner's
 probe chooses (for a run of ``--run-epochs`` epochs) and its time over the fastest's.
 
+``--joined-seeds K`` instead times K seeds joined in one program (cells × seeds, the
+runner's ``seeds_per_program=K``) against the same K seeds' programs one after another
+(``seeds_per_program=1``), on ``--task``'s grid of ``--cells`` cells, a chunk of
+``--epochs`` epochs: alone (one program at a time), and as the runner trains them on a
+CPU, ``--parallel`` programs at once in threads (the K seeds' programs, against
+``--parallel`` joined programs, as for as many arms). Rounds alternate the ways; the
+medians of the paired ratios per cell-step are reported (above 1: joined is slower).
+
 Run: ``python benchmarks/sweep.py [--arm adamw-independent] [--cells 64] [--epochs 2]
-[--rounds 5] [--preset paper]`` or ``python benchmarks/sweep.py --layouts
-[--models mlp,cnn,transformer] [--cells 9] [--steps 3] [--rounds 3]``
+[--rounds 5] [--preset paper]``, ``python benchmarks/sweep.py --layouts
+[--models mlp,cnn,transformer] [--cells 9] [--steps 3] [--rounds 3]`` or
+``python benchmarks/sweep.py --joined-seeds 3 [--cells 64] [--epochs 1] [--rounds 5]``
 """
 
 from __future__ import annotations
@@ -198,6 +207,66 @@ def main_layouts(args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
+def main_joined_seeds(args: argparse.Namespace) -> dict[str, Any]:
+    """K seeds joined in one program against one seed per program (see the module)."""
+    arm = parse_arm(args.arm)
+    side = max(1, round(math.sqrt(args.cells)))
+    lrs, wds = (g.ravel() for g in np.meshgrid(arm.default_lrs(side),
+                                                arm.default_weight_decays(side), indexing="ij"))
+    task = dataclasses.replace(TASKS[args.task](), epochs=10 * args.epochs)  # chunks of epochs
+    seeds = tuple(range(args.joined_seeds))
+
+    program = GridProgram(task, arm, lrs, wds, local_mesh(None))  # as sweep: one per arm
+
+    def runner(jobs: list[tuple[int, ...]], threads: int) -> Any:
+        """Trains one chunk of each job (a tuple of seeds), ``threads`` programs at once."""
+        carries = [program.initial_carry(job) for job in jobs]
+
+        def train(i: int) -> None:
+            carries[i], _ = program.train_chunk(carries[i], jobs[i], 0)
+
+        def run() -> None:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(train, range(len(jobs))))
+
+        return run
+
+    apart = [(seed,) for seed in seeds]
+    ways = {"apart": (runner(apart, 1), 1), "joined": (runner([seeds], 1), 1),
+            "apart_at_once": (runner(apart, args.parallel), 1),
+            "joined_at_once": (runner([seeds] * args.parallel, args.parallel), args.parallel)}
+    for run, _ in ways.values():  # compile and warm up
+        run()
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(args.rounds):
+        for name, (run, _) in ways.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    steps = program.chunk * program.steps_per_epoch
+    cell_steps = {name: copies * len(seeds) * len(lrs) * steps
+                  for name, (_, copies) in ways.items()}
+    per = {name: [t / cell_steps[name] for t in values] for name, values in times.items()}
+
+    def ratio(a: str, b: str) -> float:
+        return float(np.median([x / y for x, y in zip(per[a], per[b])]))
+
+    figures = {
+        "task": args.task, "arm": args.arm, "cells": len(lrs), "seeds": len(seeds),
+        "steps": steps, "parallel": args.parallel, "rounds": args.rounds,
+        "device": f"{jax.devices()[0].platform} × {len(jax.devices())}",
+        "us_per_cell_step": {name: 1e6 * float(np.median(v)) for name, v in per.items()},
+        "joined_over_apart": ratio("joined", "apart"),
+        "joined_over_apart_at_once": ratio("joined_at_once", "apart_at_once"),
+    }
+    times_text = ", ".join(f"{name} {value:.2f} µs"
+                           for name, value in figures["us_per_cell_step"].items())
+    print(f"{len(lrs)} cells × {len(seeds)} seeds, {steps} steps per chunk; per cell-step: "
+          f"{times_text}; joined / apart {figures['joined_over_apart']:.2f} alone, "
+          f"{figures['joined_over_apart_at_once']:.2f} with {args.parallel} programs at once")
+    return figures
+
+
 def dot_generals(jaxpr: Any, repeat: int = 1) -> list[tuple[Any, Any, Any, int]]:
     """Every dot_general of ``jaxpr`` as (lhs aval, rhs aval, dimension numbers, times run)."""
     found = []
@@ -288,9 +357,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="--layouts: divide the CNN's channels and width by this")
     parser.add_argument("--run-epochs", type=int, default=10,
                         help="--layouts: the run the probe plans for")
+    parser.add_argument("--joined-seeds", type=int, default=None, metavar="K",
+                        help="time K seeds joined in one program against one seed per "
+                        "program instead")
     args = parser.parse_args(argv)
-    if args.layouts:
-        figures = main_layouts(args)
+    if args.joined_seeds is not None and args.joined_seeds < 2:
+        parser.error("--joined-seeds must be ≥ 2 (the seeds joined in one program)")
+    if args.layouts or args.joined_seeds:
+        figures = main_layouts(args) if args.layouts else main_joined_seeds(args)
         if args.json:
             with open(args.json, "w") as file:
                 json.dump(figures, file, indent=1)

@@ -117,3 +117,20 @@ def test_sweep_benchmark_counts_the_models_matmul_flops():
     assert figures["batch"] == "per cell" and figures["per_cell_over_shared"] > 0
     with pytest.raises(SystemExit):
         sweep.main(["--rounds", "0"])
+
+
+def test_sweep_benchmark_times_seeds_joined_against_one_seed_per_program():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import sweep
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+        sys.modules.pop("sweep", None)
+    figures = sweep.main(["--joined-seeds", "2", "--cells", "4", "--epochs", "1", "--rounds",
+                          "1", "--parallel", "2"])
+    assert (figures["cells"], figures["seeds"], figures["steps"]) == (4, 2, 32)
+    assert set(figures["us_per_cell_step"]) == {"apart", "joined", "apart_at_once",
+                                                 "joined_at_once"}
+    assert figures["joined_over_apart"] > 0 and figures["joined_over_apart_at_once"] > 0
+    with pytest.raises(SystemExit):
+        sweep.main(["--joined-seeds", "1"])

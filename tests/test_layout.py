@@ -162,6 +162,28 @@ def test_cells_per_program_none_fits_the_memory(monkeypatch):
     np.testing.assert_allclose(metrics(rows), metrics(whole), rtol=2e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize(("sixteen", "chosen"), [(0.9, 36), (0.7, 16)])
+def test_the_probe_counts_the_padding_of_the_last_group(monkeypatch, sixteen, chosen):
+    """36 cells in groups of 16 train 3 × 16 = 48 cell slots: 16 per program wins only when
+    its time per cell-step × 48 beats all 36 in one program (hand count: 0.9 × 48 = 43.2 >
+    36, 0.7 × 48 = 33.6 < 36)."""
+    measured = {1: 1.2, 4: 1.1, 16: sixteen, 36: 1.0}
+
+    class Probe:  # the probe's measurement, fixed
+        def __init__(self, task, arm, lrs, weight_decays, mesh, size, seed=0):
+            self.size, self.compile_seconds = size, 0.0
+
+        def seconds_per_cell_step(self):
+            return measured[self.size]
+
+    monkeypatch.setattr(_layout, "_Probe", Probe)
+    lrs, wds = (g.ravel() for g in np.meshgrid(np.logspace(-3, -2, 6), np.logspace(-3, -1, 6)))
+    plan, _ = _layout.plan(cnn_task(epochs=1), parse_arm("adamw"), lrs, wds,
+                           local_mesh(jax.local_devices()[:1]), layout=None,
+                           cells_per_program=None, cell_steps=1e12)
+    assert plan.seconds_per_cell_step == measured and plan.cells_per_program == chosen
+
+
 def test_a_grid_of_which_one_cell_does_not_fit_is_refused_before_training(monkeypatch):
     monkeypatch.setattr(_layout, "_host_available", lambda: 1000.0)
     monkeypatch.setattr("wdchain.ablate._engine.GridProgram.train_chunk", None)  # would crash

@@ -199,6 +199,10 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument("--cells-per-program", type=_int_at_least(1), default=None,
                        help="the most cells one program trains (default: as many as fit in "
                        "memory, from the compiled program's memory analysis)")
+    parse.add_argument("--seeds-per-program", type=_int_at_least(1), default=None,
+                       help="the seeds one program trains joined, cells × seeds (default: "
+                       "measured on a GPU or TPU when they fit; 1 on a CPU, where one seed "
+                       "at a time is faster)")
     parse.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                        help="one process of a multi-process run: the coordinator's address "
                        "(jax.distributed.initialize's coordinator_address); give "
@@ -248,9 +252,19 @@ class _ChunkLines:
         self.done += epochs
         elapsed = time.monotonic() - self.start
         left = elapsed / self.done * (self.total - self.done) if self.done else math.nan
-        print(f"{arm} seed {seed}: epoch {epoch}/{of} · {_clock(elapsed)} elapsed · "
-              f"~{_clock(left)} left ({self.done}/{self.total} epochs)",
+        print(f"{arm} seed {seed}: epoch {_epochs(epoch)}/{of} · {_clock(elapsed)} elapsed · "
+              f"~{_clock(left)} left ({_epochs(self.done)}/{self.total} epochs)",
               file=sys.stderr, flush=True)
+
+
+def _epochs(count: float) -> str:
+    """Epochs to one decimal (a group of a grid's cells counts as a fraction of an epoch).
+
+    Example:
+      >>> _epochs(12), _epochs(5.333333333333334), _epochs(8.000000000000002)
+      ('12', '5.3', '8')
+    """
+    return f"{count:.1f}".removesuffix(".0")
 
 
 def _clock(seconds: float) -> str:
@@ -339,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                          train_sizes=sizes, widths=widths, report=False,
                          out=args.out, fresh=args.fresh, grid_size=grid_size,
                          layout=args.layout, cells_per_program=args.cells_per_program,
+                         seeds_per_program=args.seeds_per_program,
                          log=lambda line: tqdm.write(line, file=sys.stderr), on_chunk=on_chunk)
         except Interrupted:
             bar.close()

@@ -17,9 +17,18 @@ grids train 0.92× as long per step when two train at once, as the runner trains
 there; one alone is as fast either way (1.00×). The two compute the same sums; only
 the rounding of the first layer's products may differ. Other backends share the batch.
 
-Seeds run one after the other, each over all devices: on a 2-core CPU one seed's 64
-cells per program are faster than three seeds' 192 (whose state no longer fits in the
-cache: 2.4 times slower per cell in our measurements).
+Seeds run one after the other, each over all devices, or several seeds join the cell
+axis (a tuple of seeds given to :meth:`GridProgram.initial_carry`,
+:meth:`~GridProgram.train_chunk` and :meth:`~GridProgram.evaluate_seeds`): one program
+then trains cells × seeds, the cells ordered seed-major, each cell taking its own seed's
+batch and step key (a gather along the seed axis, so every cell has its own copy of the
+batch) and each seed's cells evaluated on that seed's splits. Which is faster is measured
+(:mod:`wdchain.ablate._layout`). On a 2-core CPU one seed's 64 cells per program are the
+faster (three seeds' 192 no longer fit in the cache): three seeds joined took 1.28× as
+long per cell and step as one seed at a time, 1.21× with two programs at once as the
+runner trains them (the MNIST-1D MLP, ``python benchmarks/sweep.py --joined-seeds 3
+--rounds 7``, medians of paired ratios on a shared machine; an earlier measurement read
+2.4×).
 
 The state between chunks (params, optimizer state, other model state, a divergence
 flag) is what :mod:`wdchain.ablate._resume` checkpoints.
@@ -121,7 +130,10 @@ class GridProgram:
 
     A seed changes the initial weights (``task.model(nnx.Rngs(seed))``, so also the
     model's other RNG streams, e.g. Dropout's), the batch order and, for tasks with
-    ``splits``, the data split. The program compiles once, for the first seed.
+    ``splits``, the data split. The program compiles once, for the first seed. Where a
+    method takes ``seed``, a tuple of several seeds trains them joined in one program
+    (their cells seed-major: the carry's cell axis holds ``len(seed) × padded`` cells);
+    an int or a one-seed tuple is one seed's program.
     """
 
     def __init__(self, task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray,
@@ -221,6 +233,21 @@ class GridProgram:
 
             return jax.lax.scan(body, carry, (batches, keys))[0]
 
+        joined_step = jax.vmap(cell_step)  # every cell its own batch and key
+
+        def run_joined(carry: Carry, lrs, weight_decays, batches, keys) -> Carry:
+            # batches: (steps, seeds, batch, ...), keys: (steps, seeds); cells seed-major.
+            seed_of_cell = jnp.repeat(jnp.arange(keys.shape[1]), cells)
+
+            def body(carry: Carry, step):
+                batch, key = jax.tree.map(lambda a: a[seed_of_cell], step)
+                params, opt_state, rest, loss = joined_step(
+                    carry.params, carry.opt_state, carry.rest, lrs, weight_decays, batch, key)
+                return Carry(params, opt_state, rest,
+                             carry.diverged | ~jnp.isfinite(loss)), None
+
+            return jax.lax.scan(body, carry, (batches, keys))[0]
+
         def init(params, lr, weight_decay):
             return make_tx(lr, weight_decay).init(params)
 
@@ -237,6 +264,11 @@ class GridProgram:
         # one device, not with their cells.
         self._init_state = jax.jit(jax.vmap(init), out_shardings=self._cell_sharding)
         self._run_chunk = jax.jit(run_chunk, donate_argnums=(0,))
+        self._run_joined = jax.jit(run_joined, donate_argnums=(0,))
+        self._seed_part = jax.jit(
+            lambda carry, k: jax.tree.map(
+                lambda a: jax.lax.dynamic_slice_in_dim(a, k * cells, cells), carry),
+            out_shardings=self._cell_sharding)
         self._executables: dict[int, Any] = {}  # compiled ahead of time, by chunk steps
         self.cell_step = cell_step
         self._evaluate = jax.jit(jax.vmap(cell_eval, in_axes=(0, 0, 0, None)))
@@ -265,15 +297,29 @@ class GridProgram:
         ]).reshape(-1, size)
         return x[order], y[order]
 
+    def joined_batches(self, seeds: Sequence[int], epochs: range) -> tuple[np.ndarray, np.ndarray]:
+        """The batches of ``epochs`` for each of ``seeds``, stacked (steps, seeds, batch, ...)."""
+        parts = [self.batches(seed, epochs) for seed in seeds]
+        return np.stack([p[0] for p in parts], axis=1), np.stack([p[1] for p in parts], axis=1)
+
     # -- running ---------------------------------------------------------------------
-    def initial_carry(self, seed: int, group: int = 0) -> Carry:
-        """Every cell of ``group`` at the seed's initial weights, sharded over the mesh."""
-        params, rest = self._model_state(seed)
-        params = _distributed.put(params, self._cell_sharding, cells=self.padded)
-        rest = _distributed.put(rest, self._cell_sharding, cells=self.padded)
-        lrs, weight_decays = self.cell_hyperparams(group)
+    def initial_carry(self, seed: int | Sequence[int], group: int = 0) -> Carry:
+        """Every cell of ``group`` at the seed's initial weights (of each seed, seed-major,
+        for several), sharded over the mesh."""
+        seeds = _as_seeds(seed)
+        cells = len(seeds) * self.padded
+        states = [self._model_state(s) for s in seeds]
+        if len(seeds) == 1:
+            params, rest = states[0]
+            params = _distributed.put(params, self._cell_sharding, cells=self.padded)
+            rest = _distributed.put(rest, self._cell_sharding, cells=self.padded)
+        else:
+            params, rest = (_distributed.put(jax.tree.map(
+                lambda *leaves: _repeat_seeds(leaves, self.padded), *trees), self._cell_sharding)
+                for trees in zip(*states))
+        lrs, weight_decays = self.cell_hyperparams(group, len(seeds))
         opt_state = self._init_state(params, lrs, weight_decays)
-        diverged = self._put_cells(np.zeros(self.padded, bool))
+        diverged = self._put_cells(np.zeros(cells, bool))
         return Carry(params, opt_state, rest, diverged)
 
     def carry_shapes(self, seed: int) -> Carry:
@@ -293,14 +339,16 @@ class GridProgram:
                                              sharding=self._cell_sharding)
         return Carry(params, opt_state, rest, diverged)
 
-    def cell_hyperparams(self, group: int = 0) -> tuple[jax.Array, jax.Array]:
-        """Per-cell lr and λ of ``group``, sharded over the mesh."""
-        return self._put_cells(self.lrs[group]), self._put_cells(self.weight_decays[group])
+    def cell_hyperparams(self, group: int = 0, seeds: int = 1) -> tuple[jax.Array, jax.Array]:
+        """Per-cell lr and λ of ``group`` (repeated for each of ``seeds`` joined seeds),
+        sharded over the mesh."""
+        return (self._put_cells(np.tile(self.lrs[group], seeds)),
+                self._put_cells(np.tile(self.weight_decays[group], seeds)))
 
     def _put_cells(self, tree: Any) -> Any:
         return _distributed.put(tree, self._cell_sharding)
 
-    def train_chunk(self, carry: Carry, seed: int, first_epoch: int,
+    def train_chunk(self, carry: Carry, seed: int | Sequence[int], first_epoch: int,
                     group: int = 0) -> tuple[Carry, int]:
         """Trains ``self.chunk`` epochs (fewer at the end); the carry and the next epoch."""
         if not self._compiled:
@@ -310,21 +358,30 @@ class GridProgram:
                 return result
         return self._train_chunk(carry, seed, first_epoch, group)
 
-    def _train_chunk(self, carry: Carry, seed: int, first_epoch: int,
+    def _train_chunk(self, carry: Carry, seed: int | Sequence[int], first_epoch: int,
                      group: int) -> tuple[Carry, int]:
         epochs = range(first_epoch, min(first_epoch + self.chunk, self.task.epochs))
-        batches = _distributed.put(self.batches(seed, epochs), self._replicated)
-        keys = self.step_keys(seed, epochs)
-        lrs, weight_decays = self.cell_hyperparams(group)
-        run = self._executables.get(len(batches[0]), self._run_chunk)
+        seeds = _as_seeds(seed)
+        lrs, weight_decays = self.cell_hyperparams(group, len(seeds))
+        if len(seeds) == 1:
+            batches = _distributed.put(self.batches(seeds[0], epochs), self._replicated)
+            keys = self.step_keys(seeds[0], epochs)
+            run = self._executables.get(len(batches[0]), self._run_chunk)
+        else:
+            batches = _distributed.put(self.joined_batches(seeds, epochs), self._replicated)
+            keys = self.step_keys(seeds, epochs)
+            run = self._run_joined
         carry = run(carry, lrs, weight_decays, batches, keys)
         jax.block_until_ready(carry)
         return carry, epochs.stop
 
-    def step_keys(self, seed: int, epochs: range) -> Any:
-        """The PRNG keys of the steps of ``epochs`` (for a model called with its RNGs)."""
+    def step_keys(self, seed: int | Sequence[int], epochs: range) -> Any:
+        """The PRNG keys of the steps of ``epochs`` (for a model called with its RNGs):
+        (steps,), or (steps, seeds) for a tuple of seeds."""
         steps = range(epochs.start * self.steps_per_epoch, epochs.stop * self.steps_per_epoch)
-        return _distributed.put(_step.step_keys(seed, steps), self._replicated)
+        keys = (_step.step_keys(seed, steps) if isinstance(seed, int | np.integer) else
+                jnp.stack([_step.step_keys(s, steps) for s in seed], axis=1))
+        return _distributed.put(keys, self._replicated)
 
     def compile_chunk(self, seed: int) -> Any:
         """The first chunk's program compiled ahead of time, kept for training (its
@@ -340,6 +397,15 @@ class GridProgram:
                 _with_sharding(batches, self._replicated),
                 self.step_keys(seed, epochs)).compile()
         return self._executables[steps]
+
+    def evaluate_seeds(self, carry: Carry, seeds: Sequence[int],
+                       group: int = 0) -> list[Metrics]:
+        """:meth:`evaluate` for each of ``seeds`` joined in ``carry``: its cells, on its
+        own splits."""
+        if len(seeds) == 1:
+            return [self.evaluate(carry, seeds[0], group)]
+        return [self.evaluate(self._seed_part(carry, k), seed, group)
+                for k, seed in enumerate(seeds)]
 
     def evaluate(self, carry: Carry, seed: int, group: int = 0) -> Metrics:
         """Loss and error on each split, per cell of ``group`` (the padding dropped), and
@@ -401,6 +467,17 @@ _split = _step.split
 def _with_sharding(tree: Any, sharding: Any) -> Any:
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=sharding),
                         tree)
+
+
+def _as_seeds(seed: int | Sequence[int]) -> tuple[int, ...]:
+    return (seed,) if isinstance(seed, int | np.integer) else tuple(seed)
+
+
+def _repeat_seeds(leaves: Sequence[Any], cells: int) -> Any:
+    """One leaf per seed, each repeated for the seed's ``cells``: (seeds × cells, ...)."""
+    stacked = jnp.stack(leaves)
+    return jnp.broadcast_to(stacked[:, None], (len(leaves), cells, *stacked.shape[1:])).reshape(
+        len(leaves) * cells, *stacked.shape[1:])
 
 
 def _pad(values: np.ndarray, size: int) -> np.ndarray:

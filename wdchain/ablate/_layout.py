@@ -11,12 +11,20 @@ A grid of cells can train as
   compiles once: lr and λ are traced values).
 
 The three train the same cells on the same batches from the same initial weights, so
-they give the same results to float tolerance. Which is fastest depends on the model,
-so with ``layout=None`` :func:`plan` measures: it compiles a short program of each
-candidate size (one cell per device, then 4×, 16×… as many, up to all the cells or
+they give the same results to float tolerance. Each can also train several seeds joined
+(``seeds_per_program``: one program of cells × seeds, each cell on its own seed's
+batches; :class:`~wdchain.ablate._engine.GridProgram`), rather than one seed after
+another. Which is fastest depends on the model, so with ``layout=None`` :func:`plan`
+measures: it compiles a short program of each candidate size (one cell per device, then 4×, 16×… as many, up to all the cells or
 as many as fit in memory), times ``PROBE_STEPS`` steps of it, and keeps the fastest per
 cell and step. The probe stops before it would exceed ``PROBE_SHARE`` of the run's
-estimated time; runs too short to probe keep the largest size that fits.
+estimated time; runs too short to probe keep the largest size that fits. On the
+backends of ``JOIN_BACKENDS``, a run of several seeds then probes the fastest size with
+all its seeds joined, when they fit and the budget allows, and keeps whichever is
+faster per cell and step. A CPU is not among them: there one seed per program was the
+faster (three seeds joined took 1.28× as long per cell and step, 1.21× with two
+programs at once; 64 cells of the MNIST-1D MLP, ``benchmarks/sweep.py --joined-seeds
+3``); ``seeds_per_program`` still selects it there.
 
 Memory: the largest group that fits is read from the compiled program's own memory
 analysis (``.compile().memory_analysis()``: arguments, outputs and temporaries, less
@@ -31,7 +39,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -51,6 +59,8 @@ NOMINAL_FLOPS = 5e9
 models reach 1-30 GFLOP/s on a CPU core; the probe then re-estimates from what it measures)."""
 MEMORY_MARGIN = 0.25
 """Share of the available memory left unused when choosing how many cells fit."""
+JOIN_BACKENDS = ("gpu", "cuda", "rocm", "tpu")
+"""Backends on which the probe measures seeds joined in one program (see the module)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +75,9 @@ class Plan:
       cell_bytes: memory per cell from the compiled program's analysis (0: not read).
       available_bytes: the memory the choice was made against (0: not read).
       reason: one line on how the layout was chosen.
+      seeds_per_program: seeds trained joined by one program (1: one seed at a time).
+      joined_seconds_per_cell_step: the probe's time with every seed joined (None: not
+        probed).
     """
 
     layout: str
@@ -74,6 +87,8 @@ class Plan:
     cell_bytes: float
     available_bytes: float
     reason: str
+    seeds_per_program: int = 1
+    joined_seconds_per_cell_step: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         """What ``run.json`` records."""
@@ -83,16 +98,25 @@ class Plan:
             "probe_seconds": round(self.probe_seconds, 3),
             "cell_megabytes": round(self.cell_bytes / 2**20, 3),
             "available_megabytes": round(self.available_bytes / 2**20, 1),
-            "reason": self.reason,
+            "reason": self.reason, "seeds_per_program": self.seeds_per_program,
+            **({} if self.joined_seconds_per_cell_step is None else
+               {"probe_joined": self.joined_seconds_per_cell_step}),
         }
 
     def describe(self) -> str:
         """The line the log shows."""
         probe = ", ".join(f"{size} cells {1e3 * seconds:.2f} ms"
                           for size, seconds in self.seconds_per_cell_step.items())
+        if self.joined_seconds_per_cell_step is not None:
+            probe += f", seeds joined {1e3 * self.joined_seconds_per_cell_step:.2f} ms"
         probed = f"; per cell-step: {probe} (probe {self.probe_seconds:.1f} s)" if probe else ""
-        return (f"layout {self.layout}, {self.cells_per_program} cells per program: "
-                f"{self.reason}{probed}")
+        return (f"layout {self.layout}, {self.cells_per_program} cells per program"
+                f"{seeds_text(self.seeds_per_program)}: {self.reason}{probed}")
+
+
+def seeds_text(seeds_per_program: int) -> str:
+    """`` × 3 seeds`` for seeds joined in one program, nothing for one seed."""
+    return f" × {seeds_per_program} seeds" if seeds_per_program > 1 else ""
 
 
 def layout_name(size: int, cells: int, devices: int) -> str:
@@ -138,24 +162,28 @@ def program_bytes(compiled: Any) -> float:
 
 
 class _Probe:
-    """A compiled ``PROBE_STEPS``-step program of ``size`` cells, ready to time."""
+    """A compiled ``PROBE_STEPS``-step program of ``size`` cells (× the seeds of a
+    tuple, joined), ready to time."""
 
     def __init__(self, task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray,
-                 mesh: Any, size: int, seed: int = 0):
+                 mesh: Any, size: int, seed: int | tuple[int, ...] = 0):
         start = time.perf_counter()
         take = np.arange(size) % len(lrs)
         self.program = GridProgram(task, arm, lrs[take], weight_decays[take], mesh)
         program = self.program
+        seeds = (seed,) if isinstance(seed, int) else seed
+        self.seeds = len(seeds)
         self.carry = program.initial_carry(seed)
-        x, y = program.batches(seed, range(1))
+        joined = self.seeds > 1
+        x, y = (program.joined_batches(seeds, range(1)) if joined else
+                program.batches(seeds[0], range(1)))
         steps = min(PROBE_STEPS, len(x))
-        self.step_bytes = sum(a[0].nbytes for a in (x, y))
         self.batches = _distributed.put((x[:steps], y[:steps]), program._replicated)
         self.steps = steps
-        self.hyper = program.cell_hyperparams()
+        self.hyper = program.cell_hyperparams(0, self.seeds)
         self.keys = program.step_keys(seed, range(1))[:steps]
-        self.compiled = program._run_chunk.lower(self.carry, *self.hyper, self.batches,
-                                                 self.keys).compile()
+        run = program._run_joined if joined else program._run_chunk
+        self.compiled = run.lower(self.carry, *self.hyper, self.batches, self.keys).compile()
         self.compile_seconds = time.perf_counter() - start
 
     def seconds_per_cell_step(self) -> float:
@@ -165,12 +193,13 @@ class _Probe:
             self.carry = self.compiled(self.carry, *self.hyper, self.batches, self.keys)
             jax.block_until_ready(self.carry)
             seconds = time.perf_counter() - start
-        return seconds / (self.steps * self.program.padded)
+        return seconds / (self.steps * self.program.padded * self.seeds)
 
 
 def plan(task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray, mesh: Any, *,
          layout: str | None, cells_per_program: int | None, cell_steps: float,
-         parallel: int = 1, seed: int = 0,
+         parallel: int = 1, seed: int = 0, seeds_per_program: int | None = 1,
+         seeds: Sequence[int] | None = None,
          log: Callable[[str], None] | None = None) -> tuple[Plan, GridProgram | None]:
     """How ``arm``'s grid of ``lrs × weight_decays`` cells runs (see the module).
 
@@ -180,6 +209,9 @@ def plan(task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray, mesh:
       cell_steps: the run's training steps summed over every cell, arm and seed.
       parallel: grids trained at once (they share the memory).
       seed: the first seed to train.
+      seeds_per_program: the seeds one program trains joined; None: measured on the
+        backends of ``JOIN_BACKENDS``, else 1.
+      seeds: the run's seeds (None: ``seed`` alone).
 
     Returns:
       The plan, and the all-cells program of ``arm`` (its first chunk compiled, to read
@@ -193,6 +225,9 @@ def plan(task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray, mesh:
             or cells_per_program < 1):
         raise ValueError(f"sweep: cells_per_program must be an integer ≥ 1 or None (as many "
                          f"as fit), got {cells_per_program!r}")
+    check_seeds_per_program(seeds_per_program)
+    run_seeds = tuple(seeds) if seeds is not None else (seed,)
+    joined = min(seeds_per_program or 1, len(run_seeds))  # given, else 1 unless measured
     cells, devices = len(lrs), mesh.devices.size
     started = time.perf_counter()
     full = GridProgram(task, arm, lrs, weight_decays, mesh)
@@ -200,8 +235,7 @@ def plan(task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray, mesh:
     # On several processes the primary's figures decide, so that all take the same path.
     memory.fit, memory.cell, memory.available = _distributed.agree(
         [memory.fit, memory.cell, memory.available])
-    fit = memory.fit
-    if fit < devices:
+    if memory.fit < devices:
         raise ValueError(
             f"sweep: one cell per device does not fit: a cell needs "
             f"{memory.cell / 2**20:,.1f} MB (parameters, optimizer state and a step's "
@@ -210,13 +244,24 @@ def plan(task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray, mesh:
             f"are available per device ({MEMORY_MARGIN:.0%} kept free, {parallel} grid(s) at "
             "once); use a smaller model or batch, fewer grids at once (parallel=1), or a "
             "device with more memory")
+    fit = memory.fit // joined  # cells of each joined seed
+    if fit < devices:
+        raise ValueError(
+            f"sweep: seeds_per_program={seeds_per_program} does not fit: {joined} seeds × "
+            f"one cell per device need {joined * devices} cells' memory, about "
+            f"{memory.fit} cells fit; use seeds_per_program=1 (one seed at a time) or None")
     largest = min(cells, fit)
     times: dict[int, float] = {}
+    seeds_probed: list[float] = []
 
-    def done(size: int, reason: str) -> tuple[Plan, GridProgram | None]:
+    def done(size: int, reason: str, seeds_joined: int = joined) -> tuple[Plan, GridProgram | None]:
         chosen = Plan(layout_name(size, cells, devices), size, times,
-                      time.perf_counter() - started, memory.cell, memory.available, reason)
+                      time.perf_counter() - started, memory.cell, memory.available, reason,
+                      seeds_joined, seeds_probed[0] if seeds_probed else None)
         return chosen, (full if size >= cells else None)
+
+    def probe(size: int, seeds: int | tuple[int, ...]) -> _Probe:
+        return _Probe(task, arm, lrs, weight_decays, mesh, size, seeds)
 
     if cells_per_program is not None:
         size = min(cells_per_program, cells)
@@ -227,15 +272,18 @@ def plan(task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray, mesh:
                 f"for a grid of {cells} cells over {devices} device(s); give one of them")
         if size > fit:
             _warn(log, f"cells_per_program={cells_per_program} may not fit: about "
-                       f"{fit} cells fit in the available memory")
+                       f"{fit} cells fit in the available memory"
+                       + (f" with {joined} seeds per program" if joined > 1 else ""))
         return done(size, f"cells_per_program={cells_per_program} was given")
     if layout == "vmap":
         if cells > fit:
             raise ValueError(
                 f"sweep: layout='vmap' needs all {cells} cells in one program, about "
-                f"{memory.need(cells) / 2**20:,.0f} MB per device, but "
+                f"{memory.need(cells * joined) / 2**20:,.0f} MB per device, but "
                 f"{memory.available / 2**20:,.0f} MB are available ({MEMORY_MARGIN:.0%} kept "
-                f"free); about {fit} cells fit: use layout='groups' or None")
+                f"free); about {fit} cells fit"
+                + (f" with {joined} seeds per program" if joined > 1 else "")
+                + ": use layout='groups' or None")
         return done(cells, "layout='vmap' was given")
     if layout == "loop":
         return done(devices, "layout='loop' was given")
@@ -253,21 +301,55 @@ def plan(task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray, mesh:
                     f"{NOMINAL_FLOPS / 1e9:.0f} GFLOP/s per device), too short to probe "
                     f"within {PROBE_SHARE:.0%} of it; the largest size that fits")
     reason = "the fastest per cell and step of those probed"
+    probed = run_seeds[:joined] if joined > 1 else seed
     for size in sizes:
-        probe = _Probe(task, arm, lrs, weight_decays, mesh, size, seed)
-        times[size] = _distributed.agree(probe.seconds_per_cell_step())
+        first = probe(size, probed)
+        times[size] = _distributed.agree(first.seconds_per_cell_step())
         best = min(times.values())
         budget = max(budget, PROBE_SHARE * best * cell_steps)
         spent = time.perf_counter() - started
         following = [s for s in sizes if s > size]
         if following and _distributed.agree(
-                spent + probe.compile_seconds * 1.5 + 3 * PROBE_STEPS * best * following[0]
+                spent + first.compile_seconds * 1.5 + 3 * PROBE_STEPS * best * following[0]
                 > budget):
             reason = (f"probed up to {size} cells within {PROBE_SHARE:.0%} of the run's "
                       f"estimated {best * cell_steps:.0f} s; the fastest per cell")
             break
-    fastest = min(times, key=times.__getitem__)
+    # A grid of 36 cells in groups of 16 trains 3 groups of 16: time the padding too.
+    fastest = min(times, key=lambda size: times[size] * padded_cells(size, cells, devices))
+    every = len(run_seeds)
+    if (seeds_per_program is None and every > 1 and jax.default_backend() in JOIN_BACKENDS
+            and fastest * every <= memory.fit and not _distributed.agree(
+                time.perf_counter() - started + first.compile_seconds * 1.5
+                + 3 * PROBE_STEPS * times[fastest] * fastest * every > budget)):
+        seeds_probed.append(_distributed.agree(
+            probe(fastest, run_seeds).seconds_per_cell_step()))
+        if seeds_probed[0] < times[fastest]:
+            return done(fastest, f"{reason}; all {every} seeds joined were faster",
+                        seeds_joined=every)
+        reason += f"; one seed per program was faster than all {every} joined"
     return done(fastest, reason)
+
+
+def check_seeds_per_program(seeds_per_program: Any) -> None:
+    """Refuses a ``seeds_per_program`` that is not None or an integer ≥ 1."""
+    if seeds_per_program is not None and (
+            isinstance(seeds_per_program, bool)
+            or not isinstance(seeds_per_program, int | np.integer) or seeds_per_program < 1):
+        raise ValueError(f"sweep: seeds_per_program must be an integer ≥ 1 (1: one seed at a "
+                         f"time) or None (measured), got {seeds_per_program!r}")
+
+
+def padded_cells(size: int, cells: int, devices: int) -> int:
+    """Cell slots trained for ``cells`` cells in programs of ``size`` (every group has the
+    same size, rounded up to a multiple of the devices).
+
+    Example:
+      >>> padded_cells(16, 36, 1), padded_cells(36, 36, 1), padded_cells(3, 8, 2)
+      (48, 36, 12)
+    """
+    size = min(size, cells)
+    return math.ceil(cells / size) * math.ceil(size / devices) * devices
 
 
 def _estimated_seconds(program: GridProgram, memory: _Memory, cell_steps: float,
@@ -277,8 +359,10 @@ def _estimated_seconds(program: GridProgram, memory: _Memory, cell_steps: float,
     batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), memory.batch)
     scalar = jax.ShapeDtypeStruct((), np.float32)
     try:
+        # With a step key: a model that draws Dropout from the step's RNGs needs one.
         analysis: Any = jax.jit(program.cell_step).lower(
-            one.params, one.opt_state, one.rest, scalar, scalar, batch).cost_analysis()
+            one.params, one.opt_state, one.rest, scalar, scalar, batch,
+            jax.random.key(0)).cost_analysis()
         flops = float(analysis["flops"])
     except Exception:  # noqa: BLE001 - backends without the analysis
         return math.inf

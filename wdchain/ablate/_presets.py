@@ -66,4 +66,17 @@ PRESETS = {
         "and 1e-2, 13 λ, on nested MNIST-1D training sets of 1,000 to 8,000, 3 seeds, 40 "
         "epochs",
     ),
+    "lm": Preset(
+        task="transformer",
+        arms=("adamw", "adam-l2"),
+        seeds=(0,),
+        grid_size=6,
+        epochs=12,
+        lrs=tuple(np.logspace(-2.75, -1.25, 6)),
+        weight_decays={"adamw": tuple(np.logspace(-1.5, 1.5, 6)),
+                       "adam-l2": tuple(np.logspace(-5.0, 0.0, 6))},
+        about="a small transformer: AdamW against Adam + L2 on a character-level model of the "
+        "standard library's docstrings (2 layers of width 32, warmup_cosine(0.05), clipping "
+        "to norm 1, matrices decayed), 1 seed, 6 × 6 grids, 12 epochs",
+    ),
 }

@@ -9,6 +9,10 @@ progress from its last checkpoint; the same compiled program then runs on the sa
 state, so the CSV is the same as an uninterrupted run's. A folder holding another
 configuration's run is refused, naming what differs, never overwritten.
 
+Seeds trained joined in one program (``seeds_per_program``) checkpoint as one unit
+(``checkpoint-<arm>-seeds0+1``; a group's rows ``rows-<arm>-seeds0+1-cells<a>-<b>.json``);
+once it finishes, each seed's rows are stored as a seed's own and the unit's files dropped.
+
 Every rows file and checkpoint carries the key of its own (arm, seed) configuration and
 is refused under another (so a deleted ``run.json`` cannot let old results through).
 The last two checkpoints are kept, each with a checksum of its arrays: a checkpoint that
@@ -46,6 +50,10 @@ OWNED_GLOBS = ("heatmap_*.png", "scaling_*.png", "*.tmp")
 KEEP_CHECKPOINTS = 2
 _RUN_WIDE = ("seeds", "arms", "grids")  # the rest of the config applies to every (arm, seed)
 RECORDED = ("layout",)  # how the run was laid out: in run.json, not part of its identity
+
+
+Seeds = int | tuple[int, ...]
+"""One seed, or the seeds trained joined in one program."""
 
 
 class CheckpointWriteError(OSError):
@@ -167,12 +175,12 @@ class RunStore:
         mine["arm"] = arm
         return hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()[:16]
 
-    def _rows_path(self, arm: str, seed: int, cells: range | None = None) -> Path:
-        return self.out / STATE / f"rows-{safe_name(arm)}-seed{seed}{_part(cells)}.json"
+    def _rows_path(self, arm: str, seed: Seeds, cells: range | None = None) -> Path:
+        return self.out / STATE / f"rows-{safe_name(arm)}-{_seed_name(seed)}{_part(cells)}.json"
 
-    def _checkpoint_dir(self, arm: str, seed: int, cells: range | None = None) -> Path:
+    def _checkpoint_dir(self, arm: str, seed: Seeds, cells: range | None = None) -> Path:
         return (self.out / STATE
-                / f"checkpoint-{safe_name(arm)}-seed{seed}{_part(cells)}").absolute()
+                / f"checkpoint-{safe_name(arm)}-{_seed_name(seed)}{_part(cells)}").absolute()
 
     def record(self, extra: dict[str, Any]) -> None:
         """Adds ``extra`` (how the run is laid out, ``RECORDED`` keys) to ``run.json``."""
@@ -184,27 +192,28 @@ class RunStore:
         """A ``RECORDED`` entry of the ``run.json`` found on opening, or None."""
         return self._recorded.get(name)
 
-    def finished(self, arm: str, seed: int,
+    def finished(self, arm: str, seed: Seeds,
                  cells: range | None = None) -> list[dict[str, Any]] | None:
-        """The rows of a finished (arm, seed), or of its ``cells``, or None."""
+        """The rows of a finished (arm, seed), or of its ``cells``, or None (``seed``: a
+        tuple for seeds trained joined, whose groups store rows of all of them)."""
         path = self._rows_path(arm, seed, cells)
         if not path.exists():
             return None
         try:
             stored = json.loads(path.read_text())
         except (OSError, ValueError) as error:
-            self.log(f"{path} is damaged ({error}): {arm} seed {seed} trains again")
+            self.log(f"{path} is damaged ({error}): {arm} {_seed_text(seed)} trains again")
             path.unlink()
             return None
         if not isinstance(stored, dict) or stored.get("key") != self.key(arm):
             raise ValueError(
-                f"sweep: {path} holds the rows of {arm} seed {seed} under another "
+                f"sweep: {path} holds the rows of {arm} {_seed_text(seed)} under another "
                 f"configuration than this run's ({MANIFEST} was changed or removed); use "
                 "fresh=True (--fresh) to train it again, or another out folder"
             )
         return list(stored["rows"])
 
-    def finish(self, arm: str, seed: int, rows: list[dict[str, Any]],
+    def finish(self, arm: str, seed: Seeds, rows: list[dict[str, Any]],
                cells: range | None = None) -> None:
         """Stores the rows of a finished (arm, seed), or of its group of ``cells``, and
         drops its checkpoints (for a whole (arm, seed), its groups' files too)."""
@@ -214,11 +223,19 @@ class RunStore:
                                                                      "unit": arm, "rows": rows}))
         shutil.rmtree(self._checkpoint_dir(arm, seed, cells), ignore_errors=True)
         if cells is None:
-            prefix = f"{safe_name(arm)}-seed{seed}-cells"
-            for path in (self.out / STATE).glob(f"*-{prefix}*"):
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            self.discard(arm, seed)
 
-    def save(self, arm: str, seed: int, epoch: int, carry: Any,
+    def discard(self, arm: str, seed: Seeds) -> None:
+        """Drops the checkpoints of (arm, seed) and its groups' files (for seeds trained
+        joined, once each seed's rows are stored)."""
+        if not self.primary:
+            return
+        shutil.rmtree(self._checkpoint_dir(arm, seed), ignore_errors=True)
+        prefix = f"{safe_name(arm)}-{_seed_name(seed)}-cells"
+        for path in (self.out / STATE).glob(f"*-{prefix}*"):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    def save(self, arm: str, seed: Seeds, epoch: int, carry: Any,
              cells: range | None = None) -> None:
         """Checkpoints the grid in progress after ``epoch`` epochs (orbax), with its key and
         the checksums of its arrays; keeps the last ``KEEP_CHECKPOINTS``."""
@@ -240,13 +257,13 @@ class RunStore:
                 manager.wait_until_finished()
         except Exception as error:  # noqa: BLE001 - any failure: stop, say where and why
             raise CheckpointWriteError(
-                f"cannot write the checkpoint of {arm} seed {seed} after epoch {epoch} to "
+                f"cannot write the checkpoint of {arm} {_seed_text(seed)} after epoch {epoch} to "
                 f"{directory}: {type(error).__name__}: {error}. The run stops here; make the "
                 "folder writable (or free space) and run the same command to resume from "
                 "the last checkpoint written"
             ) from error
 
-    def restore(self, arm: str, seed: int, template: Any,
+    def restore(self, arm: str, seed: Seeds, template: Any,
                 cells: range | None = None) -> tuple[int, Any] | None:
         """(epoch, carry) of the last sound checkpoint of (arm, seed) (or of its group of
         ``cells``), or None."""
@@ -262,7 +279,8 @@ class RunStore:
                        reverse=True)
         with ocp.CheckpointManager(directory) as manager:
             for epoch in steps:
-                where = f"checkpoint {directory / str(epoch)} ({arm} seed {seed}, epoch {epoch})"
+                where = (f"checkpoint {directory / str(epoch)} ({arm} {_seed_text(seed)}, "
+                         f"epoch {epoch})")
                 try:
                     meta = manager.restore(epoch, args=ocp.args.Composite(
                         meta=ocp.args.JsonRestore()))["meta"]
@@ -292,7 +310,8 @@ class RunStore:
                 values = [_like(value, leaf) for value, leaf in zip(values, leaves)]
                 return epoch, jax.tree.unflatten(treedef, values)
         if steps:
-            self.log(f"no sound checkpoint of {arm} seed {seed}: it trains from the start")
+            self.log(f"no sound checkpoint of {arm} {_seed_text(seed)}: it trains from the "
+                     "start")
         return None
 
     def _set_aside(self, directory: Path, epoch: int, why: str) -> None:
@@ -300,6 +319,17 @@ class RunStore:
         if self.primary:
             shutil.rmtree(directory / str(epoch), ignore_errors=True)
         self.log(f"{why}; removed it, trying the one before it")
+
+
+def _seed_name(seed: Seeds) -> str:
+    """``seed3`` for one seed, ``seeds0+1+2`` for seeds trained joined."""
+    seeds = (seed,) if isinstance(seed, int) else seed
+    return f"seed{seeds[0]}" if len(seeds) == 1 else "seeds" + "+".join(map(str, seeds))
+
+
+def _seed_text(seed: Seeds) -> str:
+    seeds = (seed,) if isinstance(seed, int) else seed
+    return f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ", ".join(map(str, seeds))
 
 
 def _part(cells: range | None) -> str:

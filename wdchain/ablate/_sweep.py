@@ -97,6 +97,7 @@ def sweep(
     trajectories: bool = True,
     layout: str | None = None,
     cells_per_program: int | None = None,
+    seeds_per_program: int | None = None,
 ) -> list[dict[str, Any]]:
     """Trains ``task`` for every arm × lr × λ × seed; one row (a dict) per cell.
 
@@ -153,6 +154,12 @@ def sweep(
         memory (the compiled program's memory analysis against the device's free
         memory, or on a CPU the machine's available memory, 25 % kept free). A grid of
         which not even one cell per device fits is refused before training.
+      seeds_per_program: how many seeds one program trains joined (cells × seeds, each
+        cell on its own seed's batches; the rows are those of one seed at a time, to
+        float tolerance). 1: one seed after another; None: measured by the same probe on
+        a GPU or TPU when the joined program fits in memory (1 on a CPU, where one seed
+        per program is the faster: :mod:`wdchain.ablate._layout`). Recorded in
+        ``run.json`` with the layout.
       report: with ``out``, also write what the command line writes: ``summary.md``,
         ``figure2.png`` and ``heatmap_<arm>.png`` (with no "Command:" line).
       trajectories: with ``out`` and ``report``, also retrain each arm's selected cell
@@ -181,6 +188,7 @@ def sweep(
     log = log or (lambda line: print(line, file=sys.stderr))
     _checks.check_grid_size(grid_size)
     _checks.check_devices(devices)
+    _layout.check_seeds_per_program(seeds_per_program)
     if fresh not in (False, True, "all"):
         raise ValueError(f"sweep: fresh must be False, True or 'all', got {fresh!r}")
     for name, values in (("lrs", lrs), ("weight_decays", weight_decays)):
@@ -223,7 +231,7 @@ def sweep(
         store = _open_store(Path(out), config, fresh, log)
     try:
         plan = functools.partial(_plan, tasks, parsed, seeds, grids, mesh, store, parallel,
-                                 log, layout, cells_per_program)
+                                 log, layout, cells_per_program, seeds_per_program)
         rows = _sweep(tasks, parsed, seeds, grids, mesh, store, out, parallel, log, on_chunk,
                       plan)
     finally:
@@ -254,7 +262,8 @@ def _sweep(tasks: dict[Variant, Task], parsed: list[Arm], seeds: tuple[int, ...]
            grids: dict[str, tuple[np.ndarray, np.ndarray]], mesh: Any, store: RunStore | None,
            out: str | Path | None, parallel: int, log: Callable[[str], None],
            on_chunk: Callable[[str, int, int], None] | None,
-           plan: Callable[[dict[Any, GridProgram]], int | None] = lambda programs: None,
+           plan: Callable[[dict[Any, GridProgram]], tuple[int | None, int]] = (
+               lambda programs: (None, 1)),
            ) -> list[dict[str, Any]]:
     lock = threading.Lock()
     stop = threading.Event()
@@ -271,25 +280,30 @@ def _sweep(tasks: dict[Variant, Task], parsed: list[Arm], seeds: tuple[int, ...]
 
     points = list(tasks)
     done: dict[tuple[str, Variant, int], list[dict[str, Any]]] = {}
-    todo = []
+    pending: list[tuple[Arm, Variant, list[int]]] = []
     for arm in parsed:
         for variant in points:
+            unit = arm.name + variant.key()
+            pending.append((arm, variant, []))
             for seed in seeds:
-                unit = arm.name + variant.key()
                 finished = store.finished(unit, seed) if store else None
                 if finished is None:
-                    todo.append((arm, variant, seed))
+                    pending[-1][2].append(seed)
                 else:
                     done[arm.name, variant, seed] = finished
-    # The largest training sets first, so that the threads finish together.
-    todo.sort(key=lambda job: -(job[1].train_size or 0))
 
     def ordered() -> list[dict[str, Any]]:
         return [row for arm in parsed for variant in points for seed in seeds
                 for row in done.get((arm.name, variant, seed), [])]
 
     programs: dict[tuple[str, Variant], GridProgram] = {}
-    cells_per_program = plan(programs) if todo else None
+    cells_per_program, seeds_per_program = (
+        plan(programs) if any(left for *_, left in pending) else (None, 1))
+    # A job: an arm and variant for up to seeds_per_program seeds, trained joined.
+    todo = [(arm, variant, tuple(left[i:i + seeds_per_program]))
+            for arm, variant, left in pending for i in range(0, len(left), seeds_per_program)]
+    # The largest training sets first, so that the threads finish together.
+    todo.sort(key=lambda job: -(job[1].train_size or 0))
 
     def program_for(arm: Arm, variant: Variant) -> GridProgram:
         with lock:
@@ -301,20 +315,23 @@ def _sweep(tasks: dict[Variant, Task], parsed: list[Arm], seeds: tuple[int, ...]
                     cells_per_program=cells_per_program)
             return programs[arm.name, variant]
 
-    def train(arm: Arm, variant: Variant, seed: int) -> None:
+    def train(arm: Arm, variant: Variant, joined: tuple[int, ...]) -> None:
         unit = arm.name + variant.key()
         if stop.is_set():
-            raise Interrupted(f"stopped before {unit} seed {seed}")
+            raise Interrupted(f"stopped before {unit} {_seeds_text(joined)}")
         try:
-            seed_rows = _train(program_for(arm, variant), arm, variant, seed, store,
+            seed_rows = _train(program_for(arm, variant), arm, variant, joined, store,
                                locked(log), locked(on_chunk), stop)
         except BaseException:
             stop.set()  # the others stop at their next chunk boundary
             raise
         with lock:
-            if store:
-                store.finish(unit, seed, seed_rows)
-            done[arm.name, variant, seed] = seed_rows
+            for seed in joined:
+                if store:
+                    store.finish(unit, seed, seed_rows[seed])
+                done[arm.name, variant, seed] = seed_rows[seed]
+            if store and len(joined) > 1:
+                store.discard(unit, joined)
             if out is not None and _distributed.primary():
                 write_csv(ordered(), Path(out) / "results.csv")
 
@@ -361,47 +378,57 @@ class _nothing:
         return None
 
 
-def _train(program: GridProgram, arm: Arm, variant: Variant, seed: int,
+def _seeds_text(seeds: tuple[int, ...]) -> str:
+    return f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ", ".join(map(str, seeds))
+
+
+def _train(program: GridProgram, arm: Arm, variant: Variant, seeds: tuple[int, ...],
            store: RunStore | None, log: Callable[[str], None],
            on_chunk: Callable[[str, int, int], None] | None,
-           stop: threading.Event | None = None) -> list[dict[str, Any]]:
+           stop: threading.Event | None = None) -> dict[int, list[dict[str, Any]]]:
+    """Trains ``seeds`` (several: joined in one program) group by group; each seed's rows."""
     whole = len(program.groups) == 1
     unit = arm.name + variant.key()
+    job = seeds[0] if len(seeds) == 1 else seeds  # how the store names the job
     shown = arm.name + (f" ({variant.label()})" if variant.label() else "")
-    rows: list[dict[str, Any]] = []
+    rows: dict[int, list[dict[str, Any]]] = {seed: [] for seed in seeds}
     for group, cells in enumerate(program.groups):
         part = None if whole else cells
         share = len(cells) / program.cells
 
         def progress(epochs: int, share: float = share) -> None:
             if on_chunk is not None and epochs:
-                on_chunk(shown, seed, epochs if whole else epochs * share)  # type: ignore[arg-type]
+                for seed in seeds:
+                    on_chunk(shown, seed, epochs if whole else epochs * share)  # type: ignore[arg-type]
 
-        finished = store.finished(unit, seed, part) if store and part else None
+        finished = store.finished(unit, job, part) if store and part else None
         if finished is not None:
             progress(program.task.epochs)
-            rows += finished
+            for row in finished:
+                rows[row["seed"]].append(row)
             continue
-        group_rows = _train_group(program, arm, variant, seed, group, part, store, log,
+        group_rows = _train_group(program, arm, variant, seeds, group, part, store, log,
                                   progress, stop)
         if store is not None and part is not None:
-            store.finish(unit, seed, group_rows, part)
-        rows += group_rows
+            store.finish(unit, job, [row for seed in seeds for row in group_rows[seed]], part)
+        for seed in seeds:
+            rows[seed] += group_rows[seed]
     return rows
 
 
-def _train_group(program: GridProgram, arm: Arm, variant: Variant, seed: int, group: int,
-                 part: range | None, store: RunStore | None, log: Callable[[str], None],
-                 progress: Callable[[int], None],
-                 stop: threading.Event | None) -> list[dict[str, Any]]:
-    carry = program.initial_carry(seed, group)
+def _train_group(program: GridProgram, arm: Arm, variant: Variant, seeds: tuple[int, ...],
+                 group: int, part: range | None, store: RunStore | None,
+                 log: Callable[[str], None], progress: Callable[[int], None],
+                 stop: threading.Event | None) -> dict[int, list[dict[str, Any]]]:
+    carry = program.initial_carry(seeds, group)
     epoch = 0
     unit = arm.name + variant.key()
+    job = seeds[0] if len(seeds) == 1 else seeds
     where = f" ({variant.label()})" if variant.label() else ""
-    what = f"{arm.name}{where} seed {seed}" + (
+    what = f"{arm.name}{where} {_seeds_text(seeds)}" + (
         f" cells {part.start}-{part.stop - 1}" if part else "")
     if store is not None:
-        restored = store.restore(unit, seed, carry, part)
+        restored = store.restore(unit, job, carry, part)
         if restored is not None:
             epoch, carry = restored
             log(f"resumed {what} from its checkpoint after epoch {epoch} "
@@ -409,23 +436,25 @@ def _train_group(program: GridProgram, arm: Arm, variant: Variant, seed: int, gr
     progress(epoch)
     while epoch < program.task.epochs:
         start = epoch
-        carry, epoch = program.train_chunk(carry, seed, epoch, group)
+        carry, epoch = program.train_chunk(carry, seeds, epoch, group)
         if store is not None and epoch < program.task.epochs:
-            store.save(unit, seed, epoch, carry, part)
+            store.save(unit, job, epoch, carry, part)
         progress(epoch - start)
         if stop is not None and stop.is_set() and epoch < program.task.epochs:
             raise Interrupted(f"stopped {what} after epoch {epoch}")
-    metrics = program.evaluate(carry, seed, group)
-    rows = []
-    for k, cell in enumerate(program.groups[group]):
-        row = dict(zip(CSV_COLUMNS, (
-            arm.name, arm.preconditioner, arm.decay, float(program.cell_lrs[cell]),
-            float(program.cell_weight_decays[cell]), seed,
-            *(float(getattr(metrics, field)[k]) for field in (
-                "train_loss", "validation_loss", "validation_error", "test_loss", "test_error")),
-            bool(metrics.diverged[k]),
-        ))) | {name: float(values[k]) for name, values in metrics.extra.items()}
-        rows.append(with_axes(row, variant.columns()))
+    rows: dict[int, list[dict[str, Any]]] = {}
+    for seed, metrics in zip(seeds, program.evaluate_seeds(carry, seeds, group)):
+        rows[seed] = []
+        for k, cell in enumerate(program.groups[group]):
+            row = dict(zip(CSV_COLUMNS, (
+                arm.name, arm.preconditioner, arm.decay, float(program.cell_lrs[cell]),
+                float(program.cell_weight_decays[cell]), seed,
+                *(float(getattr(metrics, field)[k]) for field in (
+                    "train_loss", "validation_loss", "validation_error", "test_loss",
+                    "test_error")),
+                bool(metrics.diverged[k]),
+            ))) | {name: float(values[k]) for name, values in metrics.extra.items()}
+            rows[seed].append(with_axes(row, variant.columns()))
     return rows
 
 
@@ -441,11 +470,11 @@ def with_axes(row: dict[str, Any], axes: dict[str, int]) -> dict[str, Any]:
 def _plan(tasks: dict[Variant, Task], parsed: list[Arm], seeds: tuple[int, ...],
           grids: dict[str, tuple[np.ndarray, np.ndarray]], mesh: Any,
           store: RunStore | None, parallel: int, log: Callable[[str], None],
-          layout: str | None, cells_per_program: int | None,
-          programs: dict[tuple[str, Variant], GridProgram]) -> int | None:
-    """The cells per program of every arm, chosen by ``_layout.plan`` for the largest arm's
-    grid (of the widest variant), logged and recorded in ``run.json``; its compiled
-    program joins ``programs``."""
+          layout: str | None, cells_per_program: int | None, seeds_per_program: int | None,
+          programs: dict[tuple[str, Variant], GridProgram]) -> tuple[int | None, int]:
+    """The cells per program of every arm (None: all) and the seeds per program, chosen
+    by ``_layout.plan`` for the largest arm's grid (of the widest variant), logged and
+    recorded in ``run.json``; its compiled program joins ``programs``."""
     recorded = _distributed.agree(store.recorded("layout") if store is not None else None)
     processes = jax.process_count()
     if isinstance(recorded, dict) and recorded.get("processes", 1) != processes:
@@ -455,13 +484,15 @@ def _plan(tasks: dict[Variant, Task], parsed: list[Arm], seeds: tuple[int, ...],
             f"over {mesh.devices.size}. Resume it with {recorded.get('processes', 1)} "
             "process(es) (the checkpoints are laid out for those devices), or start over "
             "with fresh=True (--fresh)")
-    if layout is None and cells_per_program is None and isinstance(recorded, dict):
+    if (layout is None and cells_per_program is None and seeds_per_program is None
+            and isinstance(recorded, dict)):
         size = int(recorded["cells_per_program"])
-        log(f"layout {recorded['layout']}, {size} cells per program (as recorded in "
-            "run.json)")
+        joined = int(recorded.get("seeds_per_program", 1))
+        log(f"layout {recorded['layout']}, {size} cells per program"
+            f"{_layout.seeds_text(joined)} (as recorded in run.json)")
         if store is not None:
             store.record({"layout": recorded})
-        return size
+        return (None if recorded["layout"] == "vmap" else size), joined
     variant = max(tasks, key=lambda v: (v.width or 0, v.train_size or 0))
     task = tasks[variant]
     cells = {arm.name: np.meshgrid(*grids[arm.name], indexing="ij")[0].size for arm in parsed}
@@ -471,11 +502,13 @@ def _plan(tasks: dict[Variant, Task], parsed: list[Arm], seeds: tuple[int, ...],
     chosen, program = _layout.plan(
         task, largest, cell_lrs, cell_wds, mesh, layout=layout,
         cells_per_program=cells_per_program, cell_steps=sum(cells.values()) * len(seeds) * steps,
-        parallel=min(parallel, len(parsed) * len(seeds)), seed=seeds[0], log=log)
+        parallel=min(parallel, len(parsed) * len(seeds)), seed=seeds[0],
+        seeds_per_program=seeds_per_program, seeds=seeds, log=log)
     log(chosen.describe())
     if store is not None:
         store.record({"layout": {**chosen.as_json(), "processes": processes,
                                  "devices": int(mesh.devices.size)}})
     if program is not None:
         programs[largest.name, variant] = program
-    return None if chosen.layout == "vmap" else chosen.cells_per_program
+    return (None if chosen.layout == "vmap" else chosen.cells_per_program,
+            chosen.seeds_per_program)
