@@ -138,18 +138,26 @@ def check_betas(where: str, betas: Any) -> tuple[Any, Any]:
     return beta1, beta2
 
 
+def check_triple(where: str, name: str, value: Any, members: str, *, low: float = 0.0,
+                 high: float | None = None, high_open: bool = False) -> tuple[Any, Any, Any]:
+    """Checks that ``value`` unpacks into three numbers (named ``members`` in the message),
+    each in range as :func:`check_range` checks it; returns the three."""
+    try:
+        first, second, third = value
+    except (TypeError, ValueError):
+        valid = "" if math.isinf(low) and high is None else (
+            f", each in {_interval(low, high, high_open)}")
+        raise ValueError(
+            f"{where}: {name} must be three numbers ({members}){valid}, got {value!r}"
+        ) from None
+    for i, member in enumerate((first, second, third)):
+        check_range(where, f"{name}[{i}]", member, low=low, high=high, high_open=high_open)
+    return first, second, third
+
+
 def check_betas3(where: str, betas: Any) -> tuple[Any, Any, Any]:
     """Checks a ``(beta1, beta2, beta3)`` triple: three values, each in [0, 1)."""
-    try:
-        beta1, beta2, beta3 = betas
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{where}: betas must be three numbers (beta1, beta2, beta3), each in [0, 1), "
-            f"got {betas!r}"
-        ) from None
-    for i, beta in enumerate((beta1, beta2, beta3)):
-        check_range(where, f"betas[{i}]", beta, high=1.0, high_open=True)
-    return beta1, beta2, beta3
+    return check_triple(where, "betas", betas, "beta1, beta2, beta3", high=1.0, high_open=True)
 
 
 def check_flag(where: str, name: str, value: Any) -> None:

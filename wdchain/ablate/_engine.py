@@ -23,12 +23,12 @@ axis (a tuple of seeds given to :meth:`GridProgram.initial_carry`,
 then trains cells × seeds, the cells ordered seed-major, each cell taking its own seed's
 batch and step key (a gather along the seed axis, so every cell has its own copy of the
 batch) and each seed's cells evaluated on that seed's splits. Which is faster is measured
-(:mod:`wdchain.ablate._layout`). On a 2-core CPU one seed's 64 cells per program are the
-faster (three seeds' 192 no longer fit in the cache): three seeds joined took 1.28× as
-long per cell and step as one seed at a time, 1.21× with two programs at once as the
-runner trains them (the MNIST-1D MLP, ``python benchmarks/sweep.py --joined-seeds 3
---rounds 7``, medians of paired ratios on a shared machine; an earlier measurement read
-2.4×).
+(:mod:`wdchain.ablate._layout`). On a 2-core CPU one seed's 64 cells per program were
+never slower: three seeds joined (192 cells) took 1.02–1.28× as long per cell and step
+as one seed at a time, 1.03–1.21× with two programs at once as the runner trains them
+(the MNIST-1D MLP, ``python benchmarks/sweep.py --joined-seeds 3``, medians of paired
+ratios, three runs on a machine shared with other jobs, the higher figures at the higher
+load; an earlier measurement read 2.4×).
 
 The state between chunks (params, optimizer state, other model state, a divergence
 flag) is what :mod:`wdchain.ablate._resume` checkpoints.

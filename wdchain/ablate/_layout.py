@@ -22,9 +22,9 @@ estimated time; runs too short to probe keep the largest size that fits. On the
 backends of ``JOIN_BACKENDS``, a run of several seeds then probes the fastest size with
 all its seeds joined, when they fit and the budget allows, and keeps whichever is
 faster per cell and step. A CPU is not among them: there one seed per program was the
-faster (three seeds joined took 1.28× as long per cell and step, 1.21× with two
-programs at once; 64 cells of the MNIST-1D MLP, ``benchmarks/sweep.py --joined-seeds
-3``); ``seeds_per_program`` still selects it there.
+faster (three seeds joined took 1.02–1.28× as long per cell and step, 1.03–1.21× with
+two programs at once; 64 cells of the MNIST-1D MLP, ``benchmarks/sweep.py
+--joined-seeds 3``); ``seeds_per_program`` still selects it there.
 
 Memory: the largest group that fits is read from the compiled program's own memory
 analysis (``.compile().memory_analysis()``: arguments, outputs and temporaries, less
@@ -112,10 +112,10 @@ class Plan:
             probe += f", seeds joined {1e3 * self.joined_seconds_per_cell_step:.2f} ms"
         probed = f"; per cell-step: {probe} (probe {self.probe_seconds:.1f} s)" if probe else ""
         return (f"layout {self.layout}, {self.cells_per_program} cells per program"
-                f"{seeds_text(self.seeds_per_program)}: {self.reason}{probed}")
+                f"{joined_text(self.seeds_per_program)}: {self.reason}{probed}")
 
 
-def seeds_text(seeds_per_program: int) -> str:
+def joined_text(seeds_per_program: int) -> str:
     """`` × 3 seeds`` for seeds joined in one program, nothing for one seed."""
     return f" × {seeds_per_program} seeds" if seeds_per_program > 1 else ""
 

@@ -53,7 +53,7 @@ RECORDED = ("layout",)  # how the run was laid out: in run.json, not part of its
 
 
 Seeds = int | tuple[int, ...]
-"""One seed, or the seeds trained joined in one program."""
+"""One seed, or the seeds trained joined in one program (one seed's tuple: that seed)."""
 
 
 class CheckpointWriteError(OSError):
@@ -202,12 +202,12 @@ class RunStore:
         try:
             stored = json.loads(path.read_text())
         except (OSError, ValueError) as error:
-            self.log(f"{path} is damaged ({error}): {arm} {_seed_text(seed)} trains again")
+            self.log(f"{path} is damaged ({error}): {arm} {seeds_text(seed)} trains again")
             path.unlink()
             return None
         if not isinstance(stored, dict) or stored.get("key") != self.key(arm):
             raise ValueError(
-                f"sweep: {path} holds the rows of {arm} {_seed_text(seed)} under another "
+                f"sweep: {path} holds the rows of {arm} {seeds_text(seed)} under another "
                 f"configuration than this run's ({MANIFEST} was changed or removed); use "
                 "fresh=True (--fresh) to train it again, or another out folder"
             )
@@ -257,7 +257,7 @@ class RunStore:
                 manager.wait_until_finished()
         except Exception as error:  # noqa: BLE001 - any failure: stop, say where and why
             raise CheckpointWriteError(
-                f"cannot write the checkpoint of {arm} {_seed_text(seed)} after epoch {epoch} to "
+                f"cannot write the checkpoint of {arm} {seeds_text(seed)} after epoch {epoch} to "
                 f"{directory}: {type(error).__name__}: {error}. The run stops here; make the "
                 "folder writable (or free space) and run the same command to resume from "
                 "the last checkpoint written"
@@ -279,7 +279,7 @@ class RunStore:
                        reverse=True)
         with ocp.CheckpointManager(directory) as manager:
             for epoch in steps:
-                where = (f"checkpoint {directory / str(epoch)} ({arm} {_seed_text(seed)}, "
+                where = (f"checkpoint {directory / str(epoch)} ({arm} {seeds_text(seed)}, "
                          f"epoch {epoch})")
                 try:
                     meta = manager.restore(epoch, args=ocp.args.Composite(
@@ -310,7 +310,7 @@ class RunStore:
                 values = [_like(value, leaf) for value, leaf in zip(values, leaves)]
                 return epoch, jax.tree.unflatten(treedef, values)
         if steps:
-            self.log(f"no sound checkpoint of {arm} {_seed_text(seed)}: it trains from the "
+            self.log(f"no sound checkpoint of {arm} {seeds_text(seed)}: it trains from the "
                      "start")
         return None
 
@@ -327,7 +327,8 @@ def _seed_name(seed: Seeds) -> str:
     return f"seed{seeds[0]}" if len(seeds) == 1 else "seeds" + "+".join(map(str, seeds))
 
 
-def _seed_text(seed: Seeds) -> str:
+def seeds_text(seed: Seeds) -> str:
+    """``seed 3`` for one seed, ``seeds 0, 1, 2`` for seeds trained joined."""
     seeds = (seed,) if isinstance(seed, int) else seed
     return f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ", ".join(map(str, seeds))
 

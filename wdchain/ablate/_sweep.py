@@ -24,7 +24,7 @@ from wdchain.ablate._engine import GridProgram, local_mesh
 from wdchain.ablate._fingerprint import fingerprint
 from wdchain.ablate._interrupt import Interrupted, stop_on_sigint
 from wdchain.ablate._report import CSV_COLUMNS, write_csv
-from wdchain.ablate._resume import RunStore
+from wdchain.ablate._resume import RunStore, seeds_text
 from wdchain.ablate._task import Task
 
 Grid = Sequence[float] | Mapping[str, Sequence[float]] | None
@@ -318,7 +318,7 @@ def _sweep(tasks: dict[Variant, Task], parsed: list[Arm], seeds: tuple[int, ...]
     def train(arm: Arm, variant: Variant, joined: tuple[int, ...]) -> None:
         unit = arm.name + variant.key()
         if stop.is_set():
-            raise Interrupted(f"stopped before {unit} {_seeds_text(joined)}")
+            raise Interrupted(f"stopped before {unit} {seeds_text(joined)}")
         try:
             seed_rows = _train(program_for(arm, variant), arm, variant, joined, store,
                                locked(log), locked(on_chunk), stop)
@@ -378,10 +378,6 @@ class _nothing:
         return None
 
 
-def _seeds_text(seeds: tuple[int, ...]) -> str:
-    return f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ", ".join(map(str, seeds))
-
-
 def _train(program: GridProgram, arm: Arm, variant: Variant, seeds: tuple[int, ...],
            store: RunStore | None, log: Callable[[str], None],
            on_chunk: Callable[[str, int, int], None] | None,
@@ -389,7 +385,6 @@ def _train(program: GridProgram, arm: Arm, variant: Variant, seeds: tuple[int, .
     """Trains ``seeds`` (several: joined in one program) group by group; each seed's rows."""
     whole = len(program.groups) == 1
     unit = arm.name + variant.key()
-    job = seeds[0] if len(seeds) == 1 else seeds  # how the store names the job
     shown = arm.name + (f" ({variant.label()})" if variant.label() else "")
     rows: dict[int, list[dict[str, Any]]] = {seed: [] for seed in seeds}
     for group, cells in enumerate(program.groups):
@@ -401,7 +396,7 @@ def _train(program: GridProgram, arm: Arm, variant: Variant, seeds: tuple[int, .
                 for seed in seeds:
                     on_chunk(shown, seed, epochs if whole else epochs * share)  # type: ignore[arg-type]
 
-        finished = store.finished(unit, job, part) if store and part else None
+        finished = store.finished(unit, seeds, part) if store and part else None
         if finished is not None:
             progress(program.task.epochs)
             for row in finished:
@@ -410,7 +405,7 @@ def _train(program: GridProgram, arm: Arm, variant: Variant, seeds: tuple[int, .
         group_rows = _train_group(program, arm, variant, seeds, group, part, store, log,
                                   progress, stop)
         if store is not None and part is not None:
-            store.finish(unit, job, [row for seed in seeds for row in group_rows[seed]], part)
+            store.finish(unit, seeds, [row for seed in seeds for row in group_rows[seed]], part)
         for seed in seeds:
             rows[seed] += group_rows[seed]
     return rows
@@ -423,12 +418,11 @@ def _train_group(program: GridProgram, arm: Arm, variant: Variant, seeds: tuple[
     carry = program.initial_carry(seeds, group)
     epoch = 0
     unit = arm.name + variant.key()
-    job = seeds[0] if len(seeds) == 1 else seeds
     where = f" ({variant.label()})" if variant.label() else ""
-    what = f"{arm.name}{where} {_seeds_text(seeds)}" + (
+    what = f"{arm.name}{where} {seeds_text(seeds)}" + (
         f" cells {part.start}-{part.stop - 1}" if part else "")
     if store is not None:
-        restored = store.restore(unit, job, carry, part)
+        restored = store.restore(unit, seeds, carry, part)
         if restored is not None:
             epoch, carry = restored
             log(f"resumed {what} from its checkpoint after epoch {epoch} "
@@ -438,7 +432,7 @@ def _train_group(program: GridProgram, arm: Arm, variant: Variant, seeds: tuple[
         start = epoch
         carry, epoch = program.train_chunk(carry, seeds, epoch, group)
         if store is not None and epoch < program.task.epochs:
-            store.save(unit, job, epoch, carry, part)
+            store.save(unit, seeds, epoch, carry, part)
         progress(epoch - start)
         if stop is not None and stop.is_set() and epoch < program.task.epochs:
             raise Interrupted(f"stopped {what} after epoch {epoch}")
@@ -489,7 +483,7 @@ def _plan(tasks: dict[Variant, Task], parsed: list[Arm], seeds: tuple[int, ...],
         size = int(recorded["cells_per_program"])
         joined = int(recorded.get("seeds_per_program", 1))
         log(f"layout {recorded['layout']}, {size} cells per program"
-            f"{_layout.seeds_text(joined)} (as recorded in run.json)")
+            f"{_layout.joined_text(joined)} (as recorded in run.json)")
         if store is not None:
             store.record({"layout": recorded})
         return (None if recorded["layout"] == "vmap" else size), joined

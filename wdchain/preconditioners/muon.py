@@ -117,23 +117,11 @@ def scale_by_muon_momentum(
     return _recipe.label(tx, _recipe.Step("muon_momentum", _recipe.PRECONDITIONER, hyperparams))
 
 
-def _check_coefficients(where: str, ns_coefficients: Any) -> tuple[Any, Any, Any]:
-    try:
-        a, b, c = ns_coefficients
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{where}: ns_coefficients must be three numbers (a, b, c), got "
-            f"{ns_coefficients!r}"
-        ) from None
-    for i, value in enumerate((a, b, c)):
-        _validate.check_range(where, f"ns_coefficients[{i}]", value, low=-float("inf"))
-    return a, b, c
-
-
 def check_newton_schulz(where: str, ns_coefficients: Any, eps: Any, ns_steps: Any,
                         ns_dtype: Any) -> tuple[Any, Any, Any]:
     """Checks the iteration's options; returns the coefficients (a, b, c)."""
-    coefficients = _check_coefficients(where, ns_coefficients)
+    coefficients = _validate.check_triple(where, "ns_coefficients", ns_coefficients, "a, b, c",
+                                          low=-float("inf"))
     _validate.check_range(where, "eps", eps)
     if not _validate.is_whole_number(ns_steps) or not 0 <= ns_steps < 100:
         hint = ""
