@@ -58,10 +58,17 @@ def test_cli_takes_task_transformer_and_the_lm_preset(monkeypatch, tmp_path):
         _cli.main(["--task", "transformer", "--arms", "adamw", "--epochs", "2",
                    "--out", str(tmp_path / "a")])
     assert seen["task"].name == "transformer" and seen["task"].epochs == 2
-    assert seen["arms"] == ["adamw"]
+    assert seen["arms"] == ["adamw"] and seen["layout"] is None  # the default preset measures
     with pytest.raises(Stop):
         _cli.main(["--preset", "lm", "--out", str(tmp_path / "b")])
     preset = PRESETS["lm"]
     assert seen["task"].name == "transformer" and seen["task"].epochs == preset.epochs
     assert seen["arms"] == list(preset.arms) and seen["seeds"] == (0,)
     assert len(seen["lrs"]) == 6 and all(len(v) == 6 for v in seen["weight_decays"].values())
+    assert seen["layout"] == "loop" and seen["cells_per_program"] is None  # the preset's
+    with pytest.raises(Stop):
+        _cli.main(["--preset", "lm", "--cells-per-program", "4", "--out", str(tmp_path / "c")])
+    assert seen["layout"] is None and seen["cells_per_program"] == 4  # the user's, alone
+    with pytest.raises(Stop):
+        _cli.main(["--preset", "lm", "--layout", "vmap", "--out", str(tmp_path / "d")])
+    assert seen["layout"] == "vmap"

@@ -352,7 +352,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             rows = sweep(task, arms=arms, lrs=lrs, weight_decays=wds, seeds=seeds,
                          train_sizes=sizes, widths=widths, report=False,
                          out=args.out, fresh=args.fresh, grid_size=grid_size,
-                         layout=args.layout, cells_per_program=args.cells_per_program,
+                         layout=args.layout or (preset.layout if args.cells_per_program is None
+                                                else None),
+                         cells_per_program=args.cells_per_program,
                          seeds_per_program=args.seeds_per_program,
                          log=lambda line: tqdm.write(line, file=sys.stderr), on_chunk=on_chunk)
         except Interrupted:
