@@ -184,6 +184,29 @@ def test_the_probe_counts_the_padding_of_the_last_group(monkeypatch, sixteen, ch
     assert plan.seconds_per_cell_step == measured and plan.cells_per_program == chosen
 
 
+class Wide(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.hidden, self.out = nnx.Linear(4, 4096, rngs=rngs), nnx.Linear(4096, 2, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.out(nnx.relu(self.hidden(x)))
+
+
+def test_the_memory_per_cell_counts_the_evaluation_of_a_chunk():
+    """Training on batches of 2 needs well under 1 MB per cell (24k parameters, Adam's two
+    moments, 2 × 4,096 activations); evaluating the 1,000 test examples materialises their
+    1,000 × 4,096 float32 hidden activations, 16.4 MB per cell: the fit must count that."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1200, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    task = Task(Wide, (x[:40], y[:40]), (x[200:], y[200:]), validation=(x[40:200], y[40:200]),
+                batch_size=2, epochs=1, name="wide")
+    program = GridProgram(task, parse_arm("adamw"), np.full(2, 1e-2), np.zeros(2),
+                          local_mesh(jax.local_devices()[:1]))
+    memory = _layout._Memory(program, 0, 1)
+    assert memory.cell >= 1000 * 4096 * 4
+
+
 def test_a_grid_of_which_one_cell_does_not_fit_is_refused_before_training(monkeypatch):
     monkeypatch.setattr(_layout, "_host_available", lambda: 1000.0)
     monkeypatch.setattr("wdchain.ablate._engine.GridProgram.train_chunk", None)  # would crash

@@ -28,7 +28,8 @@ two programs at once; 64 cells of the MNIST-1D MLP, ``benchmarks/sweep.py
 
 Memory: the largest group that fits is read from the compiled program's own memory
 analysis (``.compile().memory_analysis()``: arguments, outputs and temporaries, less
-what is aliased), scaled per cell, against the free memory of each device
+what is aliased), scaled per cell (the larger of training a chunk and evaluating
+``EVAL_BATCH`` examples), against the free memory of each device
 (``memory_stats()``) or, on a CPU, the memory the machine has available, of which
 ``MEMORY_MARGIN`` is left unused.
 """
@@ -47,7 +48,7 @@ import numpy as np
 
 from wdchain.ablate import _distributed
 from wdchain.ablate._arms import Arm
-from wdchain.ablate._engine import GridProgram
+from wdchain.ablate._engine import EVAL_BATCH, GridProgram
 from wdchain.ablate._task import Task
 
 LAYOUTS = ("vmap", "groups", "loop")
@@ -384,6 +385,9 @@ class _Memory:
         per_device = program_bytes(compiled)
         cells_per_device = program.padded // devices
         self.cell = max(per_device - self.batches, 0.0) / cells_per_device
+        # Evaluating a chunk of examples can need more per cell than training (a
+        # transformer's 1,000 windows: 118 MB per cell against 12 MB to train).
+        self.cell = max(self.cell, _evaluation_bytes(program, seed) / cells_per_device)
         available, shared = available_memory(program.mesh.devices.flat[0], parallel)
         self.available = available / (devices if shared else 1)
         usable = (1 - MEMORY_MARGIN) * self.available - self.batches
@@ -395,6 +399,20 @@ class _Memory:
     def need(self, cells: int) -> float:
         """Bytes per device for ``cells`` cells in one program."""
         return self.batches + self.cell * cells
+
+
+def _evaluation_bytes(program: GridProgram, seed: int) -> float:
+    """Bytes per device of evaluating the largest chunk of examples, less the chunk."""
+    task = program.task_for(seed)
+    splits: list[Any] = [split for split in (task.validation, task.test, task.train)
+                         if split is not None and not callable(split)]
+    count = min(EVAL_BATCH, max(len(split[0]) for split in splits))
+    chunk = tuple(jax.ShapeDtypeStruct((count, *np.shape(a)[1:]), np.asarray(a).dtype,
+                                       sharding=program._replicated) for a in splits[0])
+    carry = program.carry_shapes(seed)
+    compiled = program._evaluate.lower(carry.params, carry.opt_state, carry.rest,
+                                       chunk).compile()
+    return max(program_bytes(compiled) - sum(c.size * c.dtype.itemsize for c in chunk), 0.0)
 
 
 def _candidates(cells: int, devices: int, largest: int) -> list[int]:
