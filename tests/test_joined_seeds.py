@@ -18,7 +18,7 @@ from flax import nnx
 
 from wdchain.ablate import Task, _layout, parse_arm, sweep
 from wdchain.ablate._cli import main as cli_main
-from wdchain.ablate._engine import local_mesh
+from wdchain.ablate._engine import GridProgram, local_mesh
 
 GRID = {"arms": ["adamw"], "lrs": [1e-3, 1e-2], "weight_decays": [0.0, 1e-2, 1e-1]}
 METRICS = ("train_loss", "validation_loss", "validation_error", "test_loss", "test_error")
@@ -129,6 +129,22 @@ def test_bad_seeds_per_program_is_refused(value):
                f"(measured), got {value!r}")
     with pytest.raises(ValueError, match=re.escape(message)):
         sweep(resplit_task(), **GRID, seeds=(0, 1), seeds_per_program=value, log=quiet)
+
+
+def test_seeds_that_do_not_fit_together_are_refused_before_training(monkeypatch):
+    """Memory for about 2 cells (from the compiled program's analysis): one seed's cells
+    fit one at a time, 3 seeds joined do not."""
+    task = resplit_task(epochs=1)
+    program = GridProgram(task, parse_arm("adamw"), np.full(6, 1e-2), np.zeros(6),
+                          local_mesh(jax.local_devices()[:1]))
+    memory = _layout._Memory(program, 0, 1)
+    monkeypatch.setattr(_layout, "_host_available", lambda: (
+        2.5 * memory.cell + memory.batches) / (1 - _layout.MEMORY_MARGIN))
+    monkeypatch.setattr("wdchain.ablate._engine.GridProgram.train_chunk", None)  # would crash
+    with pytest.raises(ValueError, match=re.escape(
+            "seeds_per_program=3 does not fit: 3 seeds × one cell per device need 3 cells' "
+            "memory, about 2 cells fit; use seeds_per_program=1 (one seed at a time) or None")):
+        sweep(task, **GRID, seeds=(0, 1, 2), seeds_per_program=3, parallel=1, log=quiet)
 
 
 def test_the_command_line_passes_seeds_per_program(tmp_path, monkeypatch):
