@@ -137,7 +137,7 @@ from wdchain._precision import DecayPrecisionWarning as DecayPrecisionWarning
 from wdchain._precision import compensate_rounding as compensate_rounding
 from wdchain._precision import CompensateRoundingState as CompensateRoundingState
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "maximize", "add_l2_to_grad", "scale_by_momentum", "scale_by_adagrad", "scale_by_rms",
