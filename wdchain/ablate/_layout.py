@@ -17,7 +17,7 @@ batches; :class:`~wdchain.ablate._engine.GridProgram`), rather than one seed aft
 another. Which is fastest depends on the model, so with ``layout=None`` :func:`plan`
 measures: it compiles a short program of each candidate size (one cell per device, then 4×, 16×… as many, up to all the cells or
 as many as fit in memory), times ``PROBE_STEPS`` steps of it, and keeps the fastest per
-cell and step. The probe stops before it would exceed ``PROBE_SHARE`` of the run's
+grid (its padding counted), preferring fewer programs within ``PROBE_TOLERANCE``. The probe stops before it would exceed ``PROBE_SHARE`` of the run's
 estimated time; runs too short to probe keep the largest size that fits. On the
 backends of ``JOIN_BACKENDS``, a run of several seeds then probes the fastest size with
 all its seeds joined, when they fit and the budget allows, and keeps whichever is
@@ -55,6 +55,9 @@ LAYOUTS = ("vmap", "groups", "loop")
 PROBE_SHARE = 0.10
 """The probe may take at most this share of the run's estimated time."""
 PROBE_STEPS = 2
+PROBE_TOLERANCE = 0.10
+"""A smaller program size must be faster per grid than a larger one by more than this
+share to be chosen (see :func:`fewest_programs_within`)."""
 NOMINAL_FLOPS = 5e9
 """FLOP/s per device assumed to estimate a run's time before anything is measured (small
 models reach 1-30 GFLOP/s on a CPU core; the probe then re-estimates from what it measures)."""
@@ -319,8 +322,9 @@ def plan(task: Task, arm: Arm, lrs: np.ndarray, weight_decays: np.ndarray, mesh:
             reason = (f"probed up to {size} cells within {PROBE_SHARE:.0%} of the run's "
                       f"estimated {best * cell_steps:.0f} s; the fastest per cell")
             break
-    # A grid of 36 cells in groups of 16 trains 3 groups of 16: time the padding too.
-    fastest = min(times, key=lambda size: times[size] * padded_cells(size, cells, devices))
+    fastest = fewest_programs_within(PROBE_TOLERANCE, {
+        # A grid of 36 cells in groups of 16 trains 3 groups of 16: time the padding too.
+        size: seconds * padded_cells(size, cells, devices) for size, seconds in times.items()})
     every = len(run_seeds)
     if (seeds_per_program is None and every > 1 and jax.default_backend() in JOIN_BACKENDS
             and fastest * every <= memory.fit and not _distributed.agree(
@@ -342,6 +346,23 @@ def check_seeds_per_program(seeds_per_program: Any) -> None:
             or not isinstance(seeds_per_program, int | np.integer) or seeds_per_program < 1):
         raise ValueError(f"sweep: seeds_per_program must be an integer ≥ 1 (1: one seed at a "
                          f"time) or None (measured), got {seeds_per_program!r}")
+
+
+def fewest_programs_within(tolerance: float, seconds: dict[int, float]) -> int:
+    """The largest program size whose time is within ``1 + tolerance`` of the fastest's.
+
+    Each extra group adds what the probe's steps do not see (its evaluation, checkpoints and
+    dispatches), and a probe's time moves by several per cent with other work on the
+    machine: a smaller size is chosen only when it is clearly faster.
+
+    Example:
+      >>> fewest_programs_within(0.10, {4: 30.2, 16: 34.4, 72: 32.4})
+      72
+      >>> fewest_programs_within(0.10, {4: 20.0, 72: 32.4})
+      4
+    """
+    best = min(seconds.values())
+    return max(size for size, value in seconds.items() if value <= (1 + tolerance) * best)
 
 
 def padded_cells(size: int, cells: int, devices: int) -> int:
