@@ -72,3 +72,7 @@ def test_cli_takes_task_transformer_and_the_lm_preset(monkeypatch, tmp_path):
     with pytest.raises(Stop):
         _cli.main(["--preset", "lm", "--layout", "vmap", "--out", str(tmp_path / "d")])
     assert seen["layout"] == "vmap"
+    for preset_args in ([], ["--preset", "paper"], ["--preset", "scaling"]):
+        with pytest.raises(Stop):  # the MLP presets fix vmap: the same CSV from run to run
+            _cli.main([*preset_args, "--out", str(tmp_path / "e")])
+        assert seen["layout"] == "vmap"

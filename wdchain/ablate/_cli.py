@@ -353,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                          train_sizes=sizes, widths=widths, report=False,
                          out=args.out, fresh=args.fresh, grid_size=grid_size,
                          layout=args.layout or (preset.layout if args.cells_per_program is None
-                                                else None),
+                                                and args.task is None else None),
                          cells_per_program=args.cells_per_program,
                          seeds_per_program=args.seeds_per_program,
                          log=lambda line: tqdm.write(line, file=sys.stderr), on_chunk=on_chunk)
