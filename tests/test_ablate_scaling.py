@@ -174,28 +174,17 @@ def test_cli_parses_train_sizes_and_widths_and_refuses_bad_ones(monkeypatch, cap
         assert "--" + bad[0].lstrip("-") in capsys.readouterr().err
 
 
-def test_cli_hands_the_axes_and_the_scaling_presets_grids_to_sweep(monkeypatch, tmp_path):
-    seen = {}
-
-    class Stop(Exception):
-        pass
-
-    def fake_sweep(task, **kwargs):
-        seen.update(kwargs, task=task)
-        raise Stop
-
-    monkeypatch.setattr(_cli, "sweep", fake_sweep)
-    with pytest.raises(Stop):
-        _cli.main(["--preset", "scaling", "--out", str(tmp_path)])
+def test_cli_hands_the_axes_and_the_scaling_presets_grids_to_sweep(cli_sweep_arguments,
+                                                                   tmp_path):
+    seen = cli_sweep_arguments(["--preset", "scaling", "--out", str(tmp_path)])
     preset = PRESETS["scaling"]
     assert seen["train_sizes"] == (1000, 2000, 4000, 8000) and seen["lrs"] == (3e-3, 1e-2)
     assert seen["weight_decays"]["adamw"][0] == pytest.approx(1e-2)
     assert len(seen["weight_decays"]["adamw-independent"]) == 13
     assert seen["arms"] == list(preset.arms) and seen["task"].epochs == 40
     assert seen["task"].name == "mnist1d-scaling"
-    with pytest.raises(Stop):
-        _cli.main(["--task", "digits", "--train-sizes", "300,600", "--widths", "16,32",
-                   "--arms", "adamw", "--out", str(tmp_path / "b")])
+    seen = cli_sweep_arguments(["--task", "digits", "--train-sizes", "300,600", "--widths",
+                                "16,32", "--arms", "adamw", "--out", str(tmp_path / "b")])
     assert seen["train_sizes"] == (300, 600) and seen["widths"] == (16, 32)
     assert seen["lrs"] is None
 

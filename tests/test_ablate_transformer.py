@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from wdchain.ablate import _cli, sweep, warmup_cosine
+from wdchain.ablate import sweep, warmup_cosine
 from wdchain.ablate._builtin import TASKS
 from wdchain.ablate._lm import VOCAB, encode, stdlib_text
 from wdchain.ablate._presets import PRESETS
@@ -43,36 +43,23 @@ def test_the_builtin_transformer_sweeps_and_its_decay_reaches_the_matrices():
     assert loss["adamw", 1.0] != loss["adamw", 0.0] and loss["adam-l2", 1.0] != loss["adamw", 1.0]
 
 
-def test_cli_takes_task_transformer_and_the_lm_preset(monkeypatch, tmp_path):
-    seen = {}
-
-    class Stop(Exception):
-        pass
-
-    def fake_sweep(task, **kwargs):
-        seen.update(kwargs, task=task)
-        raise Stop
-
-    monkeypatch.setattr(_cli, "sweep", fake_sweep)
-    with pytest.raises(Stop):
-        _cli.main(["--task", "transformer", "--arms", "adamw", "--epochs", "2",
-                   "--out", str(tmp_path / "a")])
+def test_cli_takes_task_transformer_and_the_lm_preset(cli_sweep_arguments, tmp_path):
+    seen = cli_sweep_arguments(["--task", "transformer", "--arms", "adamw", "--epochs", "2",
+                                "--out", str(tmp_path / "a")])
     assert seen["task"].name == "transformer" and seen["task"].epochs == 2
     assert seen["arms"] == ["adamw"] and seen["layout"] is None  # the default preset measures
-    with pytest.raises(Stop):
-        _cli.main(["--preset", "lm", "--out", str(tmp_path / "b")])
+    seen = cli_sweep_arguments(["--preset", "lm", "--out", str(tmp_path / "b")])
     preset = PRESETS["lm"]
     assert seen["task"].name == "transformer" and seen["task"].epochs == preset.epochs
     assert seen["arms"] == list(preset.arms) and seen["seeds"] == (0,)
     assert len(seen["lrs"]) == 6 and all(len(v) == 6 for v in seen["weight_decays"].values())
     assert seen["layout"] == "loop" and seen["cells_per_program"] is None  # the preset's
-    with pytest.raises(Stop):
-        _cli.main(["--preset", "lm", "--cells-per-program", "4", "--out", str(tmp_path / "c")])
+    seen = cli_sweep_arguments(["--preset", "lm", "--cells-per-program", "4",
+                                "--out", str(tmp_path / "c")])
     assert seen["layout"] is None and seen["cells_per_program"] == 4  # the user's, alone
-    with pytest.raises(Stop):
-        _cli.main(["--preset", "lm", "--layout", "vmap", "--out", str(tmp_path / "d")])
+    seen = cli_sweep_arguments(["--preset", "lm", "--layout", "vmap",
+                                "--out", str(tmp_path / "d")])
     assert seen["layout"] == "vmap"
     for preset_args in ([], ["--preset", "paper"], ["--preset", "scaling"]):
-        with pytest.raises(Stop):  # the MLP presets fix vmap: the same CSV from run to run
-            _cli.main([*preset_args, "--out", str(tmp_path / "e")])
+        seen = cli_sweep_arguments([*preset_args, "--out", str(tmp_path / "e")])
         assert seen["layout"] == "vmap"

@@ -17,7 +17,6 @@ import pytest
 from flax import nnx
 
 from wdchain.ablate import Task, _layout, parse_arm, sweep
-from wdchain.ablate._cli import main as cli_main
 from wdchain.ablate._engine import GridProgram, local_mesh
 
 GRID = {"arms": ["adamw"], "lrs": [1e-3, 1e-2], "weight_decays": [0.0, 1e-2, 1e-1]}
@@ -147,17 +146,9 @@ def test_seeds_that_do_not_fit_together_are_refused_before_training(monkeypatch)
         sweep(task, **GRID, seeds=(0, 1, 2), seeds_per_program=3, parallel=1, log=quiet)
 
 
-def test_the_command_line_passes_seeds_per_program(tmp_path, monkeypatch):
-    seen = {}
-
-    def fake_sweep(task, **kwargs):
-        seen.update(kwargs)
-        raise SystemExit(0)
-
-    monkeypatch.setattr("wdchain.ablate._cli.sweep", fake_sweep)
-    with pytest.raises(SystemExit):
-        cli_main(["--task", "digits", "--arms", "adamw", "--seeds", "0,1",
-                  "--seeds-per-program", "2", "--out", str(tmp_path / "out")])
+def test_the_command_line_passes_seeds_per_program(tmp_path, cli_sweep_arguments):
+    seen = cli_sweep_arguments(["--task", "digits", "--arms", "adamw", "--seeds", "0,1",
+                                "--seeds-per-program", "2", "--out", str(tmp_path / "out")])
     assert seen["seeds_per_program"] == 2
 
 
