@@ -185,6 +185,29 @@ def test_the_probe_counts_the_padding_of_the_last_group(monkeypatch, sixteen, ch
     assert plan.seconds_per_cell_step == measured and plan.cells_per_program == chosen
 
 
+def test_the_probe_budget_follows_the_measured_time_not_the_nominal_rate(monkeypatch):
+    """An absurdly slow nominal rate lets the probe start; once one cell per program is
+    measured (1 s per cell-step × 10 cell-steps: a 10 s run, a 1 s budget), the next size's
+    probe (3 runs × 2 steps × 4 cells × 1 s) would exceed it, so no larger size is probed.
+    With the nominal estimate kept as the budget, all four sizes were probed."""
+    monkeypatch.setattr(_layout, "NOMINAL_FLOPS", 1.0)
+    measured = {1: 1.0, 4: 0.5, 16: 0.4, 36: 0.3}
+
+    class Probe:  # the probe's measurement, fixed
+        def __init__(self, task, arm, lrs, weight_decays, mesh, size, seed=0):
+            self.size, self.compile_seconds = size, 0.0
+
+        def seconds_per_cell_step(self):
+            return measured[self.size]
+
+    monkeypatch.setattr(_layout, "_Probe", Probe)
+    lrs, wds = (g.ravel() for g in np.meshgrid(np.logspace(-3, -2, 6), np.logspace(-3, -1, 6)))
+    plan, _ = _layout.plan(cnn_task(epochs=1), parse_arm("adamw"), lrs, wds,
+                           local_mesh(jax.local_devices()[:1]), layout=None,
+                           cells_per_program=None, cell_steps=10)
+    assert plan.seconds_per_cell_step == {1: 1.0} and plan.cells_per_program == 1
+
+
 class Wide(nnx.Module):
     def __init__(self, rngs: nnx.Rngs):
         self.hidden, self.out = nnx.Linear(4, 4096, rngs=rngs), nnx.Linear(4096, 2, rngs=rngs)
