@@ -162,13 +162,10 @@ def test_cells_per_program_none_fits_the_memory(monkeypatch):
     np.testing.assert_allclose(metrics(rows), metrics(whole), rtol=2e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize(("sixteen", "chosen"), [(0.9, 36), (0.7, 36), (0.6, 16)])
-def test_the_probe_counts_the_padding_of_the_last_group(monkeypatch, sixteen, chosen):
-    """36 cells in groups of 16 train 3 × 16 = 48 cell slots: 16 per program wins only when
-    its time per cell-step × 48 beats all 36 in one program (1.0 × 36) by more than the 10 %
-    tolerance (hand count: 0.9 × 48 = 43.2 > 36; 0.7 × 48 = 33.6, faster but within 10 %:
-    one program kept; 0.6 × 48 = 28.8 < 36 / 1.1 = 32.7)."""
-    measured = {1: 1.2, 4: 1.1, 16: sixteen, 36: 1.0}
+def _plan_36_cells_with_probe_times(monkeypatch, measured: dict[int, float],
+                                    cell_steps: float) -> _layout.Plan:
+    """The plan of a 6 × 6 CNN grid whose probe measures ``measured`` seconds per cell-step
+    for each size (compiling nothing)."""
 
     class Probe:  # the probe's measurement, fixed
         def __init__(self, task, arm, lrs, weight_decays, mesh, size, seed=0):
@@ -181,7 +178,18 @@ def test_the_probe_counts_the_padding_of_the_last_group(monkeypatch, sixteen, ch
     lrs, wds = (g.ravel() for g in np.meshgrid(np.logspace(-3, -2, 6), np.logspace(-3, -1, 6)))
     plan, _ = _layout.plan(cnn_task(epochs=1), parse_arm("adamw"), lrs, wds,
                            local_mesh(jax.local_devices()[:1]), layout=None,
-                           cells_per_program=None, cell_steps=1e12)
+                           cells_per_program=None, cell_steps=cell_steps)
+    return plan
+
+
+@pytest.mark.parametrize(("sixteen", "chosen"), [(0.9, 36), (0.7, 36), (0.6, 16)])
+def test_the_probe_counts_the_padding_of_the_last_group(monkeypatch, sixteen, chosen):
+    """36 cells in groups of 16 train 3 × 16 = 48 cell slots: 16 per program wins only when
+    its time per cell-step × 48 beats all 36 in one program (1.0 × 36) by more than the 10 %
+    tolerance (hand count: 0.9 × 48 = 43.2 > 36; 0.7 × 48 = 33.6, faster but within 10 %:
+    one program kept; 0.6 × 48 = 28.8 < 36 / 1.1 = 32.7)."""
+    measured = {1: 1.2, 4: 1.1, 16: sixteen, 36: 1.0}
+    plan = _plan_36_cells_with_probe_times(monkeypatch, measured, cell_steps=1e12)
     assert plan.seconds_per_cell_step == measured and plan.cells_per_program == chosen
 
 
@@ -192,19 +200,7 @@ def test_the_probe_budget_follows_the_measured_time_not_the_nominal_rate(monkeyp
     With the nominal estimate kept as the budget, all four sizes were probed."""
     monkeypatch.setattr(_layout, "NOMINAL_FLOPS", 1.0)
     measured = {1: 1.0, 4: 0.5, 16: 0.4, 36: 0.3}
-
-    class Probe:  # the probe's measurement, fixed
-        def __init__(self, task, arm, lrs, weight_decays, mesh, size, seed=0):
-            self.size, self.compile_seconds = size, 0.0
-
-        def seconds_per_cell_step(self):
-            return measured[self.size]
-
-    monkeypatch.setattr(_layout, "_Probe", Probe)
-    lrs, wds = (g.ravel() for g in np.meshgrid(np.logspace(-3, -2, 6), np.logspace(-3, -1, 6)))
-    plan, _ = _layout.plan(cnn_task(epochs=1), parse_arm("adamw"), lrs, wds,
-                           local_mesh(jax.local_devices()[:1]), layout=None,
-                           cells_per_program=None, cell_steps=10)
+    plan = _plan_36_cells_with_probe_times(monkeypatch, measured, cell_steps=10)
     assert plan.seconds_per_cell_step == {1: 1.0} and plan.cells_per_program == 1
 
 
