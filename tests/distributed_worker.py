@@ -1,7 +1,7 @@
 """One process of a multi-process sweep, for tests/test_distributed.py.
 
 ``python tests/distributed_worker.py PORT PROCESSES ID OUT EPOCHS`` joins the run, sweeps
-the tiny task into OUT and writes this process's rows to OUT/rows-ID.json.
+the tiny task into OUT and writes this process's rows to OUT/rows-ID.json, then prints ``rows written``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 from wdchain.ablate import _distributed
+
+DONE = "rows written"
+"""Printed once this process's rows are on disk: its work is over."""
 
 
 def main(port: str, processes: str, process_id: str, out: str, epochs: str) -> None:
@@ -24,6 +27,7 @@ def main(port: str, processes: str, process_id: str, out: str, epochs: str) -> N
             "log": lambda line: print(line, flush=True)}
     rows = sweep(tiny_task(epochs=int(epochs)), **args, out=out)
     (Path(out) / f"rows-{process_id}.json").write_text(json.dumps(rows))
+    print(DONE, flush=True)
 
 
 if __name__ == "__main__":

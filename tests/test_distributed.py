@@ -2,6 +2,15 @@
 
 Every process is started with a bounded wait: a hung collective fails the test (the
 processes are killed), it never blocks the suite. Ports are free ones, chosen per run.
+
+One failure is not ours and is let through, loudly: now and then process 0, which hosts
+JAX's coordination service, aborts (SIGABRT) while that service shuts down at exit, in
+gRPC's server destructor (``Check failed: queue.Pop() == nullptr`` under
+``xla::DistributedRuntimeService::Shutdown``). It happened once in CI, in 8 × 4 process
+exits of this module, after the process had written everything; 60 bare 2-process runs here
+did not repeat it. A process that aborts there *after* printing that its work is done
+passes with a warning, and the test then checks its output files as usual; an abort
+anywhere else, or before the work is done, fails.
 """
 
 from __future__ import annotations
@@ -13,12 +22,14 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 from ablate_tiny import ARGS, tiny_task
+from distributed_worker import DONE as WORKER_DONE
 
 from wdchain.ablate import sweep
 
@@ -29,6 +40,8 @@ EPOCHS = 30  # chunks of 3 epochs: checkpoints after epochs 3, 6, …
 GRID = {"lrs": [1e-2, 3e-2], "weight_decays": [0.0, 1e-3, 1e-2]}
 METRICS = ("train_loss", "validation_loss", "validation_error", "test_loss", "test_error")
 WAIT_S = 420
+TEARDOWN_ABORT = "xla::DistributedRuntimeService::Shutdown()"
+"""The frame of the upstream abort at exit (see the module's docstring)."""
 
 
 def free_port() -> int:
@@ -49,8 +62,10 @@ def start(commands: list[list[str]]) -> list[subprocess.Popen]:
                              stderr=subprocess.STDOUT, text=True) for command in commands]
 
 
-def finish(processes: list[subprocess.Popen], wait_s: float = WAIT_S) -> list[str]:
-    """Every process's output; all killed and the test failed if one outlives ``wait_s``."""
+def finish(processes: list[subprocess.Popen], done: str, wait_s: float = WAIT_S) -> list[str]:
+    """Every process's output; all killed and the test failed if one outlives ``wait_s``.
+    Each must exit with 0, or abort in JAX's service teardown after printing ``done``
+    (process 0 only prints it on the command line)."""
     deadline = time.monotonic() + wait_s
     outputs = []
     try:
@@ -62,8 +77,20 @@ def finish(processes: list[subprocess.Popen], wait_s: float = WAIT_S) -> list[st
         pytest.fail(f"a process of the multi-process run hung for {wait_s} s (a collective "
                     "waiting for a process that is not there?)")
     for process, output in zip(processes, outputs):
+        if aborted_after_work(process.returncode, output, done):
+            warnings.warn("process 0 aborted in JAX's coordination-service teardown after "
+                          "its work was done (upstream gRPC race, see tests/test_distributed.py)",
+                          stacklevel=2)
+            continue
         assert process.returncode == 0, output[-3000:]
     return outputs
+
+
+def aborted_after_work(returncode: int | None, output: str, done: str) -> bool:
+    """Whether a process aborted in the upstream service teardown, after ``done``."""
+    if returncode != -signal.SIGABRT or TEARDOWN_ABORT not in output or done not in output:
+        return False
+    return output.index(done) < output.index(TEARDOWN_ABORT)
 
 
 def workers(out: Path, processes: int = 2) -> list[list[str]]:
@@ -79,7 +106,7 @@ def metrics(rows):
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("two")
-    outputs = finish(start(workers(out)))
+    outputs = finish(start(workers(out)), WORKER_DONE)
     return out, outputs
 
 
@@ -115,7 +142,7 @@ def test_killed_on_every_process_and_restarted_writes_the_same_csv(two_process_r
     for process in processes:
         process.communicate(timeout=30)
     assert not (tmp_path / "results.csv").exists()
-    outputs = finish(start(workers(tmp_path)))
+    outputs = finish(start(workers(tmp_path)), WORKER_DONE)
     assert "resumed adamw seed 0 from its checkpoint after epoch" in outputs[0], outputs[0][-4000:]
     assert (tmp_path / "results.csv").read_text() == expected
 
@@ -128,7 +155,7 @@ def test_the_command_line_joins_a_multi_process_run(two_process_run, tmp_path):
                  "--wds", "0,0.001,0.01", "--seeds", "0", "--no-trajectories",
                  "--out", str(tmp_path), "--coordinator", f"127.0.0.1:{port}",
                  "--num-processes", "2", "--process-id", str(i)] for i in range(2)]
-    outputs = finish(start(commands))
+    outputs = finish(start(commands), "wrote results.csv")
     assert (tmp_path / "results.csv").read_text() == (
         two_process_run[0] / "results.csv").read_text()
     assert "wrote results.csv" in outputs[0] and "wrote" not in outputs[1]
@@ -162,3 +189,15 @@ def test_the_multi_process_flags_go_together(capsys):
         with pytest.raises(SystemExit):
             main(argv)
         assert message in capsys.readouterr().err
+
+
+def test_only_an_abort_in_the_service_teardown_after_the_work_is_let_through():
+    trace = f"F1203 server.cc:584] Check failed: queue.Pop() == nullptr\n  @ {TEARDOWN_ABORT}\n"
+    abort = -signal.SIGABRT
+    assert aborted_after_work(abort, f"layout vmap\n{WORKER_DONE}\n{trace}", WORKER_DONE)
+    assert not aborted_after_work(abort, f"layout vmap\n{trace}", WORKER_DONE)  # work unfinished
+    assert not aborted_after_work(abort, f"{trace}{WORKER_DONE}\n", WORKER_DONE)  # done after it
+    assert not aborted_after_work(abort, f"{WORKER_DONE}\nF0101 other.cc] Check failed",
+                                  WORKER_DONE)  # another abort
+    assert not aborted_after_work(-signal.SIGKILL, f"{WORKER_DONE}\n{trace}", WORKER_DONE)
+    assert not aborted_after_work(1, f"{WORKER_DONE}\n{trace}", WORKER_DONE)
