@@ -6,9 +6,9 @@ processes are killed), it never blocks the suite. Ports are free ones, chosen pe
 One failure is not ours and is let through, loudly: now and then process 0, which hosts
 JAX's coordination service, aborts (SIGABRT) while that service shuts down at exit, in
 gRPC's server destructor (``Check failed: queue.Pop() == nullptr`` under
-``xla::DistributedRuntimeService::Shutdown``). It happened once in CI, in 8 × 4 process
-exits of this module, after the process had written everything; 60 bare 2-process runs here
-did not repeat it. A process that aborts there *after* printing that its work is done
+``xla::DistributedRuntimeService::Shutdown``). It happened once, in CI (a run of this
+module ends 8 processes), after the process had written everything; earlier CI and local
+runs did not show it, nor did 60 bare 2-process runs. A process that aborts there *after* printing that its work is done
 passes with a warning, and the test then checks its output files as usual; an abort
 anywhere else, or before the work is done, fails.
 """
