@@ -374,6 +374,13 @@ def test_summary_says_only_what_the_numbers_support():
         np.stack([diagonal - 0.001, diagonal + 0.001]), lrs, wds, "adamw")
     text = _report.summary_markdown(tie, {"test_examples": 1000, "command": "x"})
     assert "no consistent difference" in text
+    # Lower in every seed, by 0.5 points: less than one standard error of 1,000 test
+    # examples (1.3 points at about 20 % error), so a consistent sign but no verdict.
+    small = _rows(seeds(diagonal, 0.0), lrs, wds, "adam-l2") + _rows(
+        np.stack([diagonal - 0.004, diagonal - 0.006]), lrs, wds, "adamw")
+    text = _report.summary_markdown(small, {"test_examples": 1000, "command": "x"})
+    assert "lower in 2 of 2 seeds; the same sign in every seed, but within one binomial " \
+        "standard error of the test set (1.3 points): too small to call here." in text, text
 
 
 # -- outputs, resume, sharding ---------------------------------------------------------------

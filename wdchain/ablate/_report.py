@@ -243,6 +243,9 @@ def findings(analysed: Sequence[tuple[ArmGrid, ArmMeasures]], test_size: int) ->
                      f"({100 * se:.1f} points): {grid.arm} is better here.")
         elif verdict == "worse":
             text += f"; {partner.arm} is better here (gap above one SE, {100 * se:.1f} points)."
+        elif len(finite) >= 2 and lower in (0, len(finite)):
+            text += (f"; the same sign in every seed, but within one binomial standard error "
+                     f"of the test set ({100 * se:.1f} points): too small to call here.")
         else:
             text += "; no consistent difference at this number of seeds."
         if len(finite) < 2:
