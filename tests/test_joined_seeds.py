@@ -159,8 +159,10 @@ def test_the_probe_measures_seeds_joined_where_allowed(monkeypatch):
     monkeypatch.setattr(_layout, "NOMINAL_FLOPS", 1.0)  # a long run: the probe may run
     arm = parse_arm("adamw")
     lrs, wds = np.array([1e-3, 1e-2]), np.array([1e-2, 1e-2])  # probed: 1 and 2 cells
+    # A run so long that the probe's budget (10 % of it) never binds, however loaded the
+    # machine: with 1e6 cell-steps a probe slowed by other tests skipped the joined timing.
     plan, _ = _layout.plan(resplit_task(), arm, lrs, wds, local_mesh(jax.local_devices()[:1]),
-                           layout=None, cells_per_program=None, cell_steps=1e6,
+                           layout=None, cells_per_program=None, cell_steps=1e12,
                            seeds_per_program=None, seeds=(0, 1, 2))
     joined = plan.joined_seconds_per_cell_step
     assert joined is not None and plan.as_json()["probe_joined"] == joined
