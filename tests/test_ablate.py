@@ -381,6 +381,11 @@ def test_summary_says_only_what_the_numbers_support():
     text = _report.summary_markdown(small, {"test_examples": 1000, "command": "x"})
     assert "lower in 2 of 2 seeds; the same sign in every seed, but within one binomial " \
         "standard error of the test set (1.3 points): too small to call here." in text, text
+    # The same errors in every seed: a gap of 0, which has no sign.
+    same = _rows(seeds(diagonal, 0.0), lrs, wds, "adam-l2") + _rows(
+        seeds(diagonal, 0.0), lrs, wds, "adamw")
+    text = _report.summary_markdown(same, {"test_examples": 1000, "command": "x"})
+    assert "lower in 0 of 2 seeds; no consistent difference at this number of seeds." in text
 
 
 # -- outputs, resume, sharding ---------------------------------------------------------------

@@ -243,7 +243,7 @@ def findings(analysed: Sequence[tuple[ArmGrid, ArmMeasures]], test_size: int) ->
                      f"({100 * se:.1f} points): {grid.arm} is better here.")
         elif verdict == "worse":
             text += f"; {partner.arm} is better here (gap above one SE, {100 * se:.1f} points)."
-        elif len(finite) >= 2 and lower in (0, len(finite)):
+        elif len(finite) >= 2 and _sign_in_every_seed(finite):
             text += (f"; the same sign in every seed, but within one binomial standard error "
                      f"of the test set ({100 * se:.1f} points): too small to call here.")
         else:
@@ -262,6 +262,16 @@ def findings(analysed: Sequence[tuple[ArmGrid, ArmMeasures]], test_size: int) ->
     return lines
 
 
+def _sign_in_every_seed(gaps: Sequence[float]) -> int:
+    """-1 when every gap is below zero, +1 when every gap is above it, else 0 (a tie counts
+    as neither)."""
+    if all(g < 0 for g in gaps):
+        return -1
+    if all(g > 0 for g in gaps):
+        return 1
+    return 0
+
+
 def _gap_verdict(gaps: Sequence[float], se: float) -> str:
     """'better' (lower in every seed, mean beyond one SE), 'worse' (the mirror) or 'no
     consistent difference'."""
@@ -269,9 +279,10 @@ def _gap_verdict(gaps: Sequence[float], se: float) -> str:
     if not finite or not math.isfinite(se):
         return "no consistent difference"
     mean = float(sum(finite) / len(finite))
-    if all(g < 0 for g in finite) and -mean > se:
+    sign = _sign_in_every_seed(finite)
+    if sign < 0 and -mean > se:
         return "better"
-    if all(g > 0 for g in finite) and mean > se:
+    if sign > 0 and mean > se:
         return "worse"
     return "no consistent difference"
 
