@@ -1,7 +1,8 @@
 """One process of a multi-process sweep, for tests/test_distributed.py.
 
 ``python tests/distributed_worker.py PORT PROCESSES ID OUT EPOCHS`` joins the run, sweeps
-the tiny task into OUT and writes this process's rows to OUT/rows-ID.json, then prints ``rows written``.
+the tiny task into OUT, writes this process's rows to OUT/rows-ID.json, then prints
+``rows written``.
 """
 
 from __future__ import annotations

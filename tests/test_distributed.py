@@ -8,9 +8,9 @@ JAX's coordination service, aborts (SIGABRT) while that service shuts down at ex
 gRPC's server destructor (``Check failed: queue.Pop() == nullptr`` under
 ``xla::DistributedRuntimeService::Shutdown``). It happened once, in CI (a run of this
 module ends 8 processes), after the process had written everything; earlier CI and local
-runs did not show it, nor did 60 bare 2-process runs. A process that aborts there *after* printing that its work is done
-passes with a warning, and the test then checks its output files as usual; an abort
-anywhere else, or before the work is done, fails.
+runs did not show it, nor did 60 bare 2-process runs. A process that aborts there *after*
+printing that its work is done passes with a warning, and the test then checks its output
+files as usual; an abort anywhere else, or before the work is done, fails.
 """
 
 from __future__ import annotations
